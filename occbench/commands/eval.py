@@ -1,0 +1,2 @@
+"""CLI: eval, protocols, leaderboard (being written)."""
+COMMANDS: list = []

@@ -1,0 +1,2 @@
+"""CLI: synth, patterns, preview (being written)."""
+COMMANDS: list = []
