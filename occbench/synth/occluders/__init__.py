@@ -1,0 +1,60 @@
+"""Occluders: albumentations-style transforms that draw a face occluder and its mask.
+
+    occ = create_occluder("surgical_mask")
+    res = occ(image, landmarks, rng=rng_for(seed, key), scale=1.0, placement="anchored")
+    res.image, res.mask, res.params
+
+Definitions (geometry in the 112x112 face frame, colours, ranges) live in the top-level
+``occluders/*.yaml``; user RGBA images are added with ``load_occluder_dir``. See occluders/README.md.
+"""
+from __future__ import annotations
+
+from ...errors import ConfigError
+from ...paths import resource_dir
+from . import blocks, glasses, hand, hats, masks, rgba, scarf  # noqa: F401  (registers families)
+from .base import (ALPHA_OCCLUDED, CATEGORIES, FAMILIES, MIN_SIDE_PX, PLACEMENTS, OcclusionResult, Occluder,
+                   Part)
+from .definitions import OCCLUDERS, OccluderFactory, load_definitions, register_factory
+from .rgba import FRAME_POINTS, read_asset_dir
+
+__all__ = ["OCCLUDERS", "FAMILIES", "CATEGORIES", "PLACEMENTS", "ALPHA_OCCLUDED", "MIN_SIDE_PX", "FRAME_POINTS",
+           "Occluder", "OcclusionResult", "Part", "OccluderFactory", "create_occluder", "list_occluders",
+           "load_occluder_dir"]
+
+
+def create_occluder(name: str, **overrides) -> Occluder:
+    """Build a registered occluder; ``overrides`` replace top-level definition keys (validated)."""
+    return OCCLUDERS.get(name)(**overrides)
+
+
+def list_occluders(pattern: str = "*") -> list[str]:
+    return OCCLUDERS.names(pattern)
+
+
+def load_occluder_dir(path) -> list[str]:
+    """Register the RGBA images listed in ``path``/occluders.yaml; returns their names.
+
+    Each image is loaded and its anchor validated now (ConfigError / DataNotFoundError naming the
+    entry). Loading the same folder again is a no-op; a name clash with a different definition is
+    an error. See occluders/README.md for the metadata format.
+    """
+    facs = []
+    for e in read_asset_dir(path):
+        fac = OccluderFactory(e["name"], "rgba", e["category"], e["config"], source=e["source"])
+        try:
+            fac()
+        except ConfigError as err:
+            raise ConfigError(f"{e['source']}: {err}") from None
+        if fac.name in OCCLUDERS and OCCLUDERS.get(fac.name) != fac:
+            raise ConfigError(f"{e['source']}: occluder name {fac.name!r} is already defined by "
+                              f"{getattr(OCCLUDERS.get(fac.name), 'source', '?')}: choose another name")
+        facs.append(fac)
+    for fac in facs:  # all checked first: a bad entry registers nothing
+        register_factory(fac)
+    return [f.name for f in facs]
+
+
+_RESOURCES = resource_dir("occluders")
+load_definitions(_RESOURCES)
+if (_RESOURCES / "assets" / "occluders.yaml").is_file():
+    load_occluder_dir(_RESOURCES / "assets")

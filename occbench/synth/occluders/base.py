@@ -1,0 +1,585 @@
+"""The occluder transform: sample params once, then draw the same layer on image and mask.
+
+Coordinates
+-----------
+Every built-in occluder is modelled in *model coordinates* = the canonical 112x112 ArcFace face
+frame (``occbench.synth.geometry.ARCFACE_112``) at scale s=1, anchored placement. ``get_params``
+composes a 2x3 ``model_to_image`` similarity:
+
+    image = F^-1( dest + R(theta) * (s * j) * (p - anchor) )
+
+where F = ``face_frame_transform(five)`` (image -> frame), ``anchor`` is the occluder's anchor point
+(model coords), ``dest`` is where the anchor goes in the face frame, s the requested scale, and
+``j``/``theta`` a small sampled fit jitter (anchored placement only). The layer is then drawn
+directly in image space at full resolution (supersampled coverage), never warped from 112 px.
+
+Placement
+---------
+* ``anchored``: dest = anchor + jitter shift (the occluder's natural fit on this face).
+* ``free`` (FROM, Qiu et al., Algorithm 1): the anchor is the centre of the occluder's bounding box,
+  and dest is drawn uniformly over the face frame [0, 112) x [0, 112); no rotation or fit jitter.
+
+Guarantees: s > 0 and finite (ConfigError otherwise); the similarity is isotropic (no aspect
+change at any s); the occluder's smaller bounding-box side is at least ``MIN_SIDE_PX`` image
+pixels (s is raised to meet this and ``scale_applied`` records it); and the occluder is translated
+by the smallest shift that brings its *core point* (a point that is always opaque) inside the
+image, so the visible mask is never empty.
+
+Masks: a pixel is occluded where the layer's alpha >= 0.5 (``ALPHA_OCCLUDED``). See-through parts
+(eyeglass lenses, alpha < 0.5) change the image but are not counted as occluded.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from ...errors import ConfigError
+from ...registry import Registry
+from .. import geometry
+from . import functional as F
+
+ALPHA_OCCLUDED = 0.5
+MIN_SIDE_PX = 4.0
+MIN_STROKE_PX = 1.5
+CATEGORIES = ("mask", "respirator", "glasses", "sunglasses", "scarf", "hand", "hat", "block", "rgba")
+PLACEMENTS = ("anchored", "free")
+
+FAMILIES: Registry = Registry("occluder family")
+
+
+@dataclass
+class OcclusionResult:
+    image: np.ndarray  # occluded RGB uint8, same shape as input
+    mask: np.ndarray  # uint8 HxW, 255 = occluded (union with the input mask if one was given)
+    params: dict  # JSON-serialisable; with the occluder's describe() enough to replay exactly
+    alpha: np.ndarray | None = None  # float32 HxW layer opacity 0..1 (extension)
+
+
+@dataclass
+class Part:
+    """One painted piece of an occluder, in model coordinates.
+
+    Coverage = union(polys) minus union(holes); painted with ``fill`` (a functional.texture_rgb
+    spec) times ``shade`` (a functional.shade_factor spec) at opacity ``alpha``.
+    """
+
+    polys: list
+    fill: dict
+    alpha: float = 1.0
+    holes: list = field(default_factory=list)
+    shade: dict | None = None
+    clip: list = field(default_factory=list)  # if given, coverage is intersected with union(clip)
+
+
+# ----------------------------------------------------------------------------- config validation
+
+
+def _fail(name: str, key: str, msg: str) -> ConfigError:
+    return ConfigError(f"occluder {name!r}: {key} {msg}")
+
+
+def v_number(lo: float | None = None, hi: float | None = None, integer: bool = False) -> Callable:
+    def check(name, key, val):
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+            raise _fail(name, key, f"must be a number, got {val!r}")
+        if integer and int(val) != val:
+            raise _fail(name, key, f"must be an integer, got {val!r}")
+        if lo is not None and val < lo or hi is not None and val > hi:
+            raise _fail(name, key, f"must be in [{lo}, {hi}], got {val!r}")
+        return int(val) if integer else float(val)
+
+    return check
+
+
+def v_range(lo: float | None = None, hi: float | None = None, integer: bool = False) -> Callable:
+    """A [low, high] pair to sample uniformly from (low <= high)."""
+    num = v_number(lo, hi, integer)
+
+    def check(name, key, val):
+        if isinstance(val, (int, float)) and not isinstance(val, bool):
+            val = [val, val]
+        if not isinstance(val, (list, tuple)) or len(val) != 2:
+            raise _fail(name, key, f"must be a [low, high] pair, got {val!r}")
+        a, b = num(name, key, val[0]), num(name, key, val[1])
+        if a > b:
+            raise _fail(name, key, f"low must be <= high, got {val!r}")
+        return [a, b]
+
+    return check
+
+
+def v_bool(name, key, val):
+    if not isinstance(val, bool):
+        raise _fail(name, key, f"must be true or false, got {val!r}")
+    return val
+
+
+def v_point(name, key, val):
+    if not isinstance(val, (list, tuple)) or len(val) != 2:
+        raise _fail(name, key, f"must be an [x, y] point, got {val!r}")
+    return [v_number()(name, key, val[0]), v_number()(name, key, val[1])]
+
+
+def v_points(min_n: int = 3) -> Callable:
+    def check(name, key, val):
+        if not isinstance(val, (list, tuple)) or len(val) < min_n:
+            raise _fail(name, key, f"must be a list of at least {min_n} [x, y] points")
+        return [v_point(name, key, p) for p in val]
+
+    return check
+
+
+def v_colour(name, key, val):
+    if (not isinstance(val, (list, tuple)) or len(val) != 3
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in val)):
+        raise _fail(name, key, f"must be an [R, G, B] colour with integers 0..255, got {val!r}")
+    return [int(c) for c in val]
+
+
+def v_palette(name, key, val):
+    """A mapping colour-name -> [R, G, B] (non-empty)."""
+    if not isinstance(val, dict) or not val:
+        raise _fail(name, key, "must be a non-empty mapping of colour name -> [R, G, B]")
+    return {str(k): v_colour(name, f"{key}.{k}", c) for k, c in val.items()}
+
+
+def v_weights(choices: tuple[str, ...] | None = None) -> Callable:
+    """A mapping option -> non-negative weight, at least one positive (options from ``choices``)."""
+
+    def check(name, key, val):
+        if not isinstance(val, dict) or not val:
+            raise _fail(name, key, "must be a non-empty mapping of option -> weight")
+        out = {}
+        for k, w in val.items():
+            if choices is not None and k not in choices:
+                hint = difflib.get_close_matches(str(k), choices, n=1)
+                raise _fail(name, key, f"has unknown option {k!r}"
+                            + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; options: {', '.join(choices)}")
+            out[str(k)] = v_number(0.0)(name, f"{key}.{k}", w)
+        if sum(out.values()) <= 0:
+            raise _fail(name, key, "needs at least one positive weight")
+        return out
+
+    return check
+
+
+def v_dict(schema: dict[str, Callable]) -> Callable:
+    def check(name, key, val):
+        if not isinstance(val, dict):
+            raise _fail(name, key, f"must be a mapping, got {val!r}")
+        return validate_config(name, val, schema, prefix=key + ".")
+
+    return check
+
+
+def v_any(name, key, val):
+    json.dumps(val)
+    return copy.deepcopy(val)
+
+
+def validate_config(name: str, cfg: dict, schema: dict[str, Callable], prefix: str = "") -> dict:
+    out = {}
+    for k, val in cfg.items():
+        if k not in schema:
+            hint = difflib.get_close_matches(k, list(schema), n=1)
+            raise ConfigError(f"occluder {name!r}: unknown parameter {prefix}{k!r}"
+                              + (f" (did you mean {prefix}{hint[0]!r}?)" if hint else "")
+                              + f"; accepted: {', '.join(sorted(schema))}")
+        out[k] = schema[k](name, prefix + k, val)
+    missing = [k for k in schema if k not in out]
+    if missing:
+        raise ConfigError(f"occluder {name!r}: missing parameter(s) {', '.join(prefix + m for m in missing)}")
+    return out
+
+
+JITTER_SCHEMA = {"shift": v_number(0.0, 20.0), "angle": v_number(0.0, 45.0), "size": v_number(0.0, 0.5)}
+
+
+# ----------------------------------------------------------------------------- sampling helpers
+
+
+def pick(rng: np.random.Generator, weights: dict[str, float]) -> str:
+    keys = list(weights)
+    w = np.asarray([weights[k] for k in keys], np.float64)
+    return keys[int(rng.choice(len(keys), p=w / w.sum()))]
+
+
+def uniform(rng: np.random.Generator, rng_pair) -> float:
+    return float(rng.uniform(rng_pair[0], rng_pair[1])) if rng_pair[1] > rng_pair[0] else float(rng_pair[0])
+
+
+def randint(rng: np.random.Generator, rng_pair) -> int:
+    return int(rng.integers(int(rng_pair[0]), int(rng_pair[1]) + 1))
+
+
+def new_seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**31 - 1))
+
+
+def jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays (recursively) to plain Python for json."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _similarity(scale: float, angle_deg: float, src, dst) -> np.ndarray:
+    """2x3: p -> dst + R(angle) * scale * (p - src)."""
+    a = math.radians(angle_deg)
+    r = scale * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    t = np.asarray(dst, np.float64) - r @ np.asarray(src, np.float64)
+    return np.hstack([r, t[:, None]])
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """2x3 for x -> a(b(x))."""
+    return np.hstack([a[:, :2] @ b[:, :2], (a[:, :2] @ b[:, 2] + a[:, 2])[:, None]])
+
+
+def resolve_landmarks(landmarks, image_shape) -> np.ndarray:
+    """Five points from FaceLandmarks / (5, 2) array / None (= the template of a pre-aligned crop)."""
+    if landmarks is None:
+        t = geometry.template_for_size(int(image_shape[0]), int(image_shape[1]))
+        if t is None:
+            raise ConfigError(f"no landmarks given and a {image_shape[0]}x{image_shape[1]} image is not a "
+                              "known pre-aligned crop size: pass FaceLandmarks for this face")
+        return np.asarray(t.points, np.float64)
+    five = landmarks.five if isinstance(landmarks, geometry.FaceLandmarks) else landmarks
+    five = np.asarray(five, np.float64).reshape(5, 2)
+    if not np.all(np.isfinite(five)):
+        raise ConfigError("landmarks contain NaN/inf")
+    return five
+
+
+def check_scale(scale) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(float(scale)) or float(scale) <= 0:
+        raise ConfigError(f"scale must be a finite number > 0 (1 = natural fit), got {scale!r}")
+    return float(scale)
+
+
+def check_placement(placement) -> str:
+    if placement not in PLACEMENTS:
+        hint = difflib.get_close_matches(str(placement), PLACEMENTS, n=1)
+        raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return placement
+
+
+# ----------------------------------------------------------------------------- the transform
+
+
+class Occluder:
+    """Base transform. Subclasses set ``family``/``SCHEMA`` and implement ``sample`` and ``build``.
+
+    * ``sample(rng) -> dict``: the family's random choices (colours, style, texture seeds). JSON-able.
+    * ``build(v, stroke_min) -> (parts, anchor, core)``: model-space geometry for those choices;
+      ``stroke_min`` is the thinnest stroke (model units) that is still ``MIN_STROKE_PX`` on screen.
+    Everything else (placement, scale, min size, clamping, rasterising, compositing) is shared.
+    """
+
+    family: ClassVar[str] = ""
+    SCHEMA: ClassVar[dict[str, Callable]] = {}
+    COMMON_SCHEMA: ClassVar[dict[str, Callable]] = {
+        "jitter": v_dict(JITTER_SCHEMA),
+        "relight": v_number(0.0, 1.0),
+    }
+
+    def __init__(self, name: str, category: str, **cfg):
+        if category not in CATEGORIES:
+            raise ConfigError(f"occluder {name!r}: category must be one of {', '.join(CATEGORIES)}, got {category!r}")
+        self.name = name
+        self.category = category
+        self.cfg = validate_config(name, cfg, {**self.COMMON_SCHEMA, **self.SCHEMA})
+        self.check_config()
+
+    # -- subclass hooks
+    def check_config(self) -> None:
+        """Cross-field validation (raise ConfigError)."""
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        raise NotImplementedError
+
+    def build(self, v: dict, stroke_min: float) -> tuple[list[Part], tuple[float, float], tuple[float, float]]:
+        raise NotImplementedError
+
+    def _built(self, v: dict, stroke_min: float):
+        """``build`` memoised on (v, stroke_min): get_params and render reuse one geometry."""
+        key = (json.dumps(v, sort_keys=True), float(stroke_min))
+        cache = self.__dict__.setdefault("_build_cache", {})
+        if key not in cache:
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = self.build(v, stroke_min)
+        return cache[key]
+
+    # -- public API
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, category={self.category!r})"
+
+    def describe(self) -> dict:
+        return jsonable({"name": self.name, "family": self.family, "category": self.category,
+                         "config": copy.deepcopy(self.cfg)})
+
+    def __call__(self, image: np.ndarray, landmarks=None, *, rng: np.random.Generator, scale: float = 1.0,
+                 placement: str = "anchored", mask: np.ndarray | None = None) -> OcclusionResult:
+        image = _check_image(image)
+        params = self.get_params(rng, image.shape, landmarks, scale, placement)
+        roi, rgb, alpha = self.render(params, image)
+        out = F.blend_into(image, roi, rgb, alpha)
+        full_alpha = np.zeros(image.shape[:2], np.float32)
+        x0, y0, x1, y1 = roi
+        full_alpha[y0:y1, x0:x1] = alpha
+        return OcclusionResult(out, self._mask_from_alpha(mask, full_alpha), params, full_alpha)
+
+    def get_params(self, rng: np.random.Generator, image_shape, landmarks, scale: float = 1.0,
+                   placement: str = "anchored") -> dict:
+        """Sample everything random for one image. The only method that uses ``rng``."""
+        if not isinstance(rng, np.random.Generator):
+            raise ConfigError("rng must be a numpy.random.Generator (e.g. occbench.seeding.rng_for(seed, key))")
+        scale = check_scale(scale)
+        placement = check_placement(placement)
+        h, w = int(image_shape[0]), int(image_shape[1])
+        five = resolve_landmarks(landmarks, image_shape)
+        frame_to_image = geometry.invert_affine(geometry.face_frame_transform(five))
+        px_per_unit = float(math.sqrt(abs(np.linalg.det(frame_to_image[:, :2]))))
+        if not px_per_unit > 0:
+            raise ConfigError("degenerate landmarks (all points coincide)")
+
+        v = jsonable(self.sample(rng))
+        jit = self.cfg["jitter"]
+        j_shift = rng.uniform(-1, 1, size=2) * jit["shift"]
+        j_angle = float(rng.uniform(-1, 1) * jit["angle"])
+        j_size = float(1.0 + rng.uniform(-1, 1) * jit["size"])
+        center_frame = rng.uniform(0.0, 112.0, size=2)  # FROM: centre uniform over the (face-frame) image
+
+        parts, anchor, core = self._built(v, 0.0)
+        x0, y0, x1, y1 = _bbox(parts)
+        base_w, base_h = x1 - x0, y1 - y0
+        if placement == "anchored":
+            src, dest = np.asarray(anchor, float), np.asarray(anchor, float) + j_shift
+            angle, size = j_angle, j_size
+        else:  # FROM: no fit jitter, the bbox centre goes to the sampled centre
+            src, dest = np.array([(x0 + x1) / 2, (y0 + y1) / 2]), center_frame
+            angle, size, j_shift = 0.0, 1.0, np.zeros(2)
+        s_applied = scale
+        min_side = min(base_w, base_h) * scale * size * px_per_unit
+        if min_side < MIN_SIDE_PX:
+            s_applied = MIN_SIDE_PX / (min(base_w, base_h) * size * px_per_unit)
+        frame_m = _similarity(s_applied * size, angle, src, dest)
+        m = _compose(frame_to_image, frame_m)
+        # keep the always-opaque core point inside the image (smallest translation)
+        core_img = F.transform(m, core)[0]
+        lo, hi = np.array([0.0, 0.0]), np.array([w - 1.0, h - 1.0])
+        shift = np.clip(core_img, lo, hi) - core_img
+        m[:, 2] += shift
+
+        stroke_min = MIN_STROKE_PX / (px_per_unit * s_applied * size)
+        parts, _, _ = self._built(v, stroke_min)
+        bx0, by0, bx1, by1 = _bbox([Part([F.transform(m, p) for p in part.polys], {}) for part in parts])
+        roi = [max(int(math.floor(bx0)) - 1, 0), max(int(math.floor(by0)) - 1, 0),
+               min(int(math.ceil(bx1)) + 2, w), min(int(math.ceil(by1)) + 2, h)]
+        params = {
+            "name": self.name, "family": self.family, "category": self.category,
+            "placement": placement, "scale": scale, "scale_applied": s_applied,
+            "image_size": [h, w], "landmarks_five": five, "px_per_unit": px_per_unit,
+            "stroke_min": stroke_min,
+            "fit": {"shift": j_shift, "angle": angle, "size": size},
+            "center_frame": center_frame if placement == "free" else None,
+            "anchor_model": src, "anchor_image": F.transform(m, src)[0], "clamp_shift": shift,
+            "model_to_image": m, "bbox_image": [bx0, by0, bx1, by1], "roi": roi,
+            "vars": v,
+        }
+        return jsonable(params)
+
+    def render(self, params: dict, image: np.ndarray | None) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """Draw the layer described by params: (roi, rgb float32 hxwx3, alpha float32 hxw).
+
+        Alpha never depends on ``image``; colours do only through relighting (skipped when None).
+        """
+        x0, y0, x1, y1 = params["roi"]
+        h_img, w_img = params["image_size"]
+        if image is not None and tuple(image.shape[:2]) != (h_img, w_img):
+            raise ConfigError(f"params were sampled for a {h_img}x{w_img} image, got {image.shape[:2]}")
+        hw = (max(y1 - y0, 0), max(x1 - x0, 0))
+        rgb = np.zeros(hw + (3,), np.float32)
+        alpha = np.zeros(hw, np.float32)
+        if hw[0] == 0 or hw[1] == 0:
+            return [x0, y0, x1, y1], rgb, alpha
+        m = np.asarray(params["model_to_image"], np.float64)
+        v = self.resolve_vars(params["vars"], params, image)
+        self._paint(v, params, m, (x0, y0), rgb, alpha)
+        strength = self.cfg["relight"]
+        if strength > 0 and image is not None:
+            sigma = 0.12 * (params["bbox_image"][2] - params["bbox_image"][0])
+            rgb *= F.relight_factor(image[y0:y1, x0:x1], alpha, strength, sigma)[..., None]
+        np.clip(rgb, 0, 255, out=rgb)
+        return [x0, y0, x1, y1], rgb, alpha
+
+    def resolve_vars(self, v: dict, params: dict, image: np.ndarray | None) -> dict:
+        """Hook: derive image-dependent drawing values (deterministic; e.g. a skin tone matched to
+        the face). Must not change alpha, which has to be the same with image=None."""
+        return v
+
+    def _paint(self, v, params, m, origin, rgb, alpha) -> None:
+        parts, _, _ = self._built(v, params["stroke_min"])
+        h, w = alpha.shape
+        minv = geometry.invert_affine(m)
+        pixel = 1.0 / float(math.sqrt(abs(np.linalg.det(m[:, :2]))))  # model units per image px
+        ss = F.supersampling((h, w))
+        img_polys: dict[int, np.ndarray] = {}  # parts share polygons (outline as body and clip): map once
+        textures: dict[int, np.ndarray | None] = {}
+
+        def to_img(polys):
+            out = []
+            for p in polys:
+                if id(p) not in img_polys:
+                    img_polys[id(p)] = F.transform(m, p)
+                out.append(img_polys[id(p)])
+            return out
+
+        for part in parts:
+            polys = to_img(part.polys)
+            win = F.window(polys, origin, (h, w))
+            if win is None:
+                continue
+            wx0, wy0, wx1, wy1 = win
+            sub_origin = (origin[0] + wx0, origin[1] + wy0)
+            shape = (wy1 - wy0, wx1 - wx0)
+            cov = F.polygon_coverage(shape, polys, sub_origin, ss)
+            if part.holes:
+                cov = np.clip(cov - F.polygon_coverage(shape, to_img(part.holes), sub_origin, ss), 0, 1)
+            if part.clip:
+                cov = cov * F.polygon_coverage(shape, to_img(part.clip), sub_origin, ss)
+            a = cov * np.float32(part.alpha)
+            if not (a > 0).any():
+                continue
+            ys, xs = np.mgrid[wy0:wy1, wx0:wx1].astype(np.float64)
+            xs += origin[0]
+            ys += origin[1]
+            u = minv[0, 0] * xs + minv[0, 1] * ys + minv[0, 2]
+            vv = minv[1, 0] * xs + minv[1, 1] * ys + minv[1, 2]
+            if part.fill.get("kind") == "solid":
+                col = F.texture_rgb(part.fill, u, vv, pixel)
+            else:  # textures shared by several parts (a hand's skin) are evaluated once over the ROI
+                if id(part.fill) not in textures:
+                    fy, fx = np.mgrid[0:h, 0:w].astype(np.float64)
+                    fx += origin[0]
+                    fy += origin[1]
+                    textures[id(part.fill)] = F.texture_rgb(
+                        part.fill, minv[0, 0] * fx + minv[0, 1] * fy + minv[0, 2],
+                        minv[1, 0] * fx + minv[1, 1] * fy + minv[1, 2], pixel) \
+                        if sum(1 for q in parts if q.fill is part.fill) > 1 else None
+                full = textures[id(part.fill)]
+                col = full[wy0:wy1, wx0:wx1] if full is not None else F.texture_rgb(part.fill, u, vv, pixel)
+            shade = F.shade_factor(part.shade, u, vv)
+            col = col * (shade[..., None] if isinstance(shade, np.ndarray) else np.float32(shade))
+            F.composite_over(rgb[wy0:wy1, wx0:wx1], alpha[wy0:wy1, wx0:wx1], col, a)
+
+    def apply(self, image: np.ndarray, params: dict) -> np.ndarray:
+        image = _check_image(image)
+        roi, rgb, alpha = self.render(params, image)
+        return F.blend_into(image, roi, rgb, alpha)
+
+    def apply_to_mask(self, mask: np.ndarray, params: dict) -> np.ndarray:
+        h, w = params["image_size"]
+        if mask is not None and mask.shape[:2] != (h, w):
+            raise ConfigError(f"mask shape {mask.shape[:2]} does not match the image size {(h, w)}")
+        roi, _, alpha = self.render(params, None)
+        full = np.zeros((h, w), np.float32)
+        x0, y0, x1, y1 = roi
+        full[y0:y1, x0:x1] = alpha
+        return self._mask_from_alpha(mask, full)
+
+    @staticmethod
+    def _mask_from_alpha(mask, alpha) -> np.ndarray:
+        out = np.where(alpha >= ALPHA_OCCLUDED, 255, 0).astype(np.uint8)
+        if mask is not None:
+            if mask.shape[:2] != alpha.shape:
+                raise ConfigError(f"mask shape {mask.shape[:2]} does not match the image size {alpha.shape}")
+            out[np.asarray(mask).reshape(alpha.shape) > 0] = 255
+        return out
+
+
+def _check_image(image) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ConfigError(f"image must be an RGB uint8 array of shape (H, W, 3), got {image.dtype} {image.shape}")
+    return image
+
+
+def _bbox(parts: list[Part]) -> tuple[float, float, float, float]:
+    pts = np.vstack([np.asarray(p, np.float64).reshape(-1, 2) for part in parts for p in part.polys])
+    return float(pts[:, 0].min()), float(pts[:, 1].min()), float(pts[:, 0].max()), float(pts[:, 1].max())
+
+
+def choose_colour(rng: np.random.Generator, palette: dict[str, list[int]]) -> dict:
+    """A uniformly chosen palette entry as {"name": ..., "rgb": [...]}."""
+    names = list(palette)
+    k = names[int(rng.integers(len(names)))]
+    return {"name": k, "rgb": list(palette[k])}
+
+
+def tone(rgb, factor: float) -> list[float]:
+    """Colour scaled by ``factor`` (darker < 1 < lighter), clipped to 0..255."""
+    return [float(min(255.0, max(0.0, c * factor))) for c in rgb]
+
+
+def toward(rgb, target, t: float) -> list[float]:
+    return [float(a + (b - a) * t) for a, b in zip(rgb, target)]
+
+
+def solid(rgb) -> dict:
+    return {"kind": "solid", "rgb": [float(c) for c in rgb]}
+
+
+def smooth(points, closed: bool = True, samples: int = 8) -> np.ndarray:
+    return F.catmull_rom(np.asarray(points, np.float64), closed=closed, samples=samples)
+
+
+TEXTURE_KINDS = ("solid", "stripes", "checks", "plaid", "dots", "fabric", "knit")
+
+
+def sample_texture(rng: np.random.Generator, weights: dict[str, float], palette: dict[str, list[int]],
+                   period: list[float], angles: list[float] | None = None) -> dict:
+    """Sample a procedural textile (a functional.texture_rgb spec) with distinct palette colours."""
+    kind = pick(rng, weights)
+    names = list(palette)
+    order = [names[i] for i in rng.permutation(len(names))]
+    cols = [list(map(float, palette[n])) for n in (order * 3)[:3]]
+    p = uniform(rng, period)
+    angle = float(angles[int(rng.integers(len(angles)))]) if angles else 0.0
+    seed = new_seed(rng)
+    spec: dict = {"kind": kind, "colour_names": (order * 3)[:3]}
+    if kind == "solid":
+        spec.update(kind="fabric", colors=[cols[0], tone(cols[0], 0.9)], cell=p, seed=seed)
+    elif kind == "stripes":
+        spec.update(colors=cols[:2], period=p, angle=angle, duty=0.5)
+    elif kind == "checks":
+        spec.update(colors=cols[:2], period=p, angle=angle)
+    elif kind == "plaid":
+        spec.update(colors=cols[:3], period=2 * p, angle=angle)
+    elif kind == "dots":
+        spec.update(colors=cols[:2], period=p, radius=0.22)
+    elif kind == "fabric":
+        spec.update(colors=[cols[0], toward(cols[0], cols[1], 0.35)], cell=p, seed=seed)
+    elif kind == "knit":
+        spec.update(colors=[tone(cols[0], 0.8), cols[0]], period=max(2.0, p / 2.5), seed=seed)
+    spec["texture"] = kind
+    return spec
