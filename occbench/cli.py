@@ -13,7 +13,7 @@ import click
 from . import __version__
 from .errors import OccbenchError
 
-COMMAND_MODULES = ("synth", "eval")
+COMMAND_MODULES = ("synth", "eval", "dlib")
 
 
 class OccbenchGroup(click.Group):

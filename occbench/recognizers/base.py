@@ -37,6 +37,20 @@ class Preprocess:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Preprocess":
+        """Inverse of ``to_dict`` (JSON lists become tuples); unknown keys are a ConfigError."""
+        from dataclasses import fields
+
+        from ..errors import ConfigError
+
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown preprocess key(s) {unknown}; valid keys: {sorted(names)}")
+        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**kw)
+
     def normalize(self, crops: np.ndarray) -> np.ndarray:
         """uint8 RGB (N, H, W, 3) -> float32 network input in ``layout``."""
         x = np.asarray(crops)

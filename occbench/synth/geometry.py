@@ -46,6 +46,15 @@ def register_template(t: Template) -> Template:
     return t
 
 
+# dlib's 150x150 face chip (get_face_chip_details, padding 0.25; the dlib-resnet input) in ArcFace order:
+# where MediaPipe's 5 points land in dlib's own chip, mean over 298 LFW images (every 12th of the sorted
+# lfw/*/*.jpg; occbench.recognizers.dlib_native.estimate_fallback_box_and_template). Spread: eyes ~1.8 px,
+# nose 7/4.5 px (MediaPipe's nose tip vs dlib's nose base), mouth ~5 px. Lets exported dlib models run
+# with the generic template alignment.
+DLIB_150 = np.array([[47.22, 45.77], [100.58, 45.93], [74.23, 81.31], [50.73, 103.87], [97.17, 103.94]])
+register_template(Template("dlib150", DLIB_150, (150, 150)))
+
+
 def template_for_size(h: int, w: int) -> Template | None:
     """The template of a pre-aligned crop of this size, or None if the size is not a known one."""
     for t in TEMPLATES.values():

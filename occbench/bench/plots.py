@@ -1,0 +1,162 @@
+"""Result plots (matplotlib, Agg backend): ROC per variant, CMC (1:N), accuracy vs occluded area,
+and the K x K map of the verification drop by occluded face-frame cell.
+
+``make_plots(results, curves, prefix)`` writes ``<prefix>.<kind>.png`` and returns the paths. Plots
+are for people; every number in them is also in the results JSON or the scores Parquet.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+GROUP_STYLE = {"clean": ("black", "-", 2.2), "headline": ("tab:blue", "-", 2.2), "scale": (None, "--", 1.2),
+               "occluder": (None, ":", 1.2), "placement": (None, "-.", 1.4)}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _title(results: dict) -> str:
+    return f"{results['model']['name']} on {results['protocol']['name']}"
+
+
+def plot_roc(curves: dict, path: Path, title: str, modes: list[str]) -> Path:
+    """One panel per occlusion mode (clean as the reference in each); FAR on a log axis."""
+    plt = _plt()
+    panels = modes or ["clean"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 5.2), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    for ax, mode in zip(axes[0], panels):
+        names = [n for n, (_, _, spec) in curves.items() if spec["mode"] in ("clean", mode)]
+        for i, name in enumerate(names):
+            far, tar, spec = curves[name]
+            colour, ls, lw = GROUP_STYLE.get(spec["group"], (None, "-", 1.0))
+            m = far > 0
+            ax.plot(far[m], tar[m], ls, lw=lw, color=colour or cmap((i + 2) % 20), label=name)
+        ax.set_xscale("log")
+        ax.set_xlim(left=max(1e-4, min((c[0][c[0] > 0].min() for c in curves.values() if (c[0] > 0).any()),
+                                       default=1e-4)), right=1.0)
+        ax.set_ylim(0, 1.01)
+        ax.set_xlabel("false accept rate")
+        ax.set_ylabel("true accept rate")
+        ax.set_title(f"{title}: {mode}" if mode != "clean" else title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.subplots_adjust(left=0.07 if len(panels) > 1 else 0.11, right=0.98, bottom=0.11, top=0.92, wspace=0.18)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_cmc(curves: dict, path: Path, title: str) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    cmap = plt.get_cmap("tab20")
+    for i, (name, (curve, spec)) in enumerate(curves.items()):
+        colour, ls, lw = GROUP_STYLE.get(spec["group"], (None, "-", 1.0))
+        r = np.arange(1, len(curve) + 1)
+        ax.plot(r, curve, ls, marker="o", ms=3, lw=lw, color=colour or cmap((i + 2) % 20), label=name)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("identification rate (mated probes)")
+    ax.set_ylim(0, 1.01)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.11, top=0.92)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_area(areas: dict, path: Path, title: str) -> Path:
+    """Accuracy per occluded-area bin for the headline and placement variants; clean on the same pairs dashed."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.0, 4.8))
+    cmap = plt.get_cmap("tab10")
+    for i, (name, a) in enumerate(areas.items()):
+        bins = a["bins"]
+        x = np.array([(b["lo"] + b["hi"]) / 2 for b in bins])
+        acc = np.array([np.nan if b["accuracy"] is None else b["accuracy"] for b in bins])
+        n = [b["n"] for b in bins]
+        c = cmap(i % 10)
+        ax.plot(x, acc, "-o", color=c, label=f"{name}")
+        if "clean_accuracy" in bins[0]:
+            cl = np.array([np.nan if b.get("clean_accuracy") is None else b["clean_accuracy"] for b in bins])
+            ax.plot(x, cl, "--", color=c, alpha=0.6, label=f"{name}: clean, same pairs")
+        for xi, yi, ni in zip(x, acc, n):
+            if ni and np.isfinite(yi):
+                ax.annotate(str(ni), (xi, yi), textcoords="offset points", xytext=(0, 5), fontsize=6,
+                            ha="center", color=c)
+    edges = sorted({b["lo"] for a in areas.values() for b in a["bins"]} | {b["hi"] for a in areas.values()
+                                                                            for b in a["bins"]})
+    ax.set_xticks(edges)
+    ax.set_xlabel("occluded fraction of the face frame (bin; numbers = pairs)")
+    ax.set_ylabel("verification accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.92)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_cells(cells: dict, path: Path, title: str, min_n: int = 5) -> Path:
+    """One K x K heatmap per variant: accuracy change (percentage points) when the cell is occluded.
+    Cells covered by fewer than ``min_n`` pairs are printed but not coloured."""
+    plt = _plt()
+    names = list(cells)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 4.4), squeeze=False)
+    drops = [np.array([[np.nan if v is None else v for v in row] for row in cells[n]["drop"]], float) * 100
+             for n in names]
+    shown = [np.where(np.array(cells[n]["n"]) >= min_n, d, np.nan) for n, d in zip(names, drops)]
+    lim = max([np.nanmax(np.abs(d)) for d in shown if np.isfinite(d).any()] + [1.0])
+    im = None
+    for ax, name, d, d_shown in zip(axes[0], names, drops, shown):
+        k = d.shape[0]
+        im = ax.imshow(d_shown, cmap="RdBu", vmin=-lim, vmax=lim)
+        n = np.array(cells[name]["n"])
+        for r in range(k):
+            for c in range(k):
+                txt = "-" if not np.isfinite(d[r, c]) else f"{d[r, c]:+.1f}"
+                ax.text(c, r, f"{txt}\nn={n[r, c]}", ha="center", va="center", fontsize=6)
+        ax.set_xticks(range(k))
+        ax.set_yticks(range(k))
+        ax.set_xlabel("cell column")
+        ax.set_ylabel("cell row")
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(f"{title}: accuracy change (pp) when a face-frame cell is occluded "
+                 f"(uncoloured: < {min_n} pairs)", fontsize=10)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="percentage points vs clean, same pairs")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def make_plots(results: dict, curves: dict, prefix: Path) -> list[Path]:
+    """Write the plots that apply to the results; ``prefix`` is e.g. RESULTS/model/lfw-occ."""
+    out: list[Path] = []
+    title = _title(results)
+    occ = results["protocol"].get("occlusion") or {}
+    modes = list(occ.get("modes", [])) if occ else []
+    if curves.get("roc"):
+        out.append(plot_roc(curves["roc"], Path(f"{prefix}.roc.png"), title, modes))
+    if curves.get("cmc"):
+        out.append(plot_cmc(curves["cmc"], Path(f"{prefix}.cmc.png"), title))
+    if curves.get("area"):
+        specs = {n: results["variants"][n]["spec"] for n in curves["area"]}
+        keep = {n: a for n, a in curves["area"].items() if specs[n]["group"] in ("headline", "placement")}
+        out.append(plot_area(keep or curves["area"], Path(f"{prefix}.area.png"), title))
+    if curves.get("cells"):
+        specs = {n: results["variants"][n]["spec"] for n in curves["cells"]}
+        keep = {n: c for n, c in curves["cells"].items() if specs[n]["group"] == "headline"}
+        out.append(plot_cells(keep or curves["cells"], Path(f"{prefix}.cells.png"), title))
+    return out

@@ -1,0 +1,272 @@
+"""Landmarks of the clean images and the occluded probe sets of a protocol, via ``run_synth``.
+
+1. ``clean_landmarks``: the protocol's landmarker runs once per clean image; results are cached on
+   disk per (landmarker configuration, data source), with each image file's size and mtime so that a
+   changed file is redone. A per-run table of exactly the task's keys is written beside the synth
+   outputs; both alignment (engine) and occlusion (synth) read that one table.
+2. ``synthesize``: one ``run_synth`` call per ``SynthRun`` of the protocol, with ``landmarks="file"``
+   and ``keys=`` the task's probe images, into ``CACHE/runs/<protocol hash>/<keys digest>/<run>``.
+   Synth's own resume makes a repeated call cheap; its outputs do not depend on the other keys in
+   the run, so a subset (``--limit-pairs``) gets exactly the images a full run would.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__, paths
+from ..errors import OccbenchError
+from ..synth.geometry import FaceLandmarks
+from .data import Task, resolve_under
+from .protocols import Protocol, SynthRun, canonical_json
+
+LANDMARK_TABLE = "landmarks.csv"
+CHECKPOINT = 512  # landmark rows computed between cache saves
+
+
+def keys_digest(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------- landmarks
+
+
+def _landmarker_spec(protocol: Protocol, root: Path | None) -> tuple[str, dict]:
+    lm = dict(protocol.landmarks)
+    method = lm.pop("method")
+    if method == "file":
+        lm["path"] = str(paths.safe_join(root, lm["path"]))
+    return method, lm
+
+
+def _stamp(task: Task, key: str) -> str:
+    """Size and mtime of a clean image file ('' for .bin members, whose identity is the .bin hash)."""
+    if task.binset is not None:
+        return ""
+    try:
+        st = os.stat(task.image_source(key))
+    except (OSError, OccbenchError):
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+_WORKER_LANDMARKERS: dict[str, object] = {}
+
+
+def _detect_batch(method: str, opts: dict, items: list[tuple[str, object]]) -> list[dict]:
+    """Landmark rows for [(key, path | bytes)], with read/decode failures as status 'error' rows."""
+    from ..io.images import decode_rgb
+    from ..synth.landmarks import LandmarkResult, create_landmarker, landmarks_to_row
+
+    cfg = canonical_json([method, opts])
+    lmk = _WORKER_LANDMARKERS.get(cfg)
+    if lmk is None:
+        lmk = _WORKER_LANDMARKERS[cfg] = create_landmarker(method, **opts)
+    rows = []
+    for key, src in items:
+        try:
+            data = src if isinstance(src, bytes) else Path(src).read_bytes()
+            res = lmk.detect(decode_rgb(data), key=key)
+        except Exception as e:  # noqa: BLE001 - recorded per image
+            res = LandmarkResult(None, "error", str(e) if isinstance(e, OccbenchError) else f"{type(e).__name__}: {e}")
+        rows.append(landmarks_to_row(key, res))
+    return rows
+
+
+@dataclass
+class CleanLandmarks:
+    rows: dict[str, dict]  # key -> landmarks table row (status ok / noface / error)
+    table: Path  # the per-run table (CSV) of exactly these keys
+    describe: dict  # landmarker description
+    computed: int  # rows computed by this call (0: all from cache)
+    seconds: float
+    stamps: dict[str, str]  # key -> size:mtime of the clean image file ('' for .bin members)
+
+    def inputs_digest(self) -> str:
+        """Identity of the clean inputs: the landmarks table and every image file's size and mtime."""
+        h = hashlib.sha256(self.table.read_bytes())
+        h.update(canonical_json(sorted(self.stamps.items())).encode())
+        return h.hexdigest()[:16]
+
+    def five(self, key: str) -> FaceLandmarks | None:
+        r = self.rows.get(key)
+        if r is None or r["status"] != "ok":
+            return None
+        pts = np.array([r[f"{a}{i}"] for i in range(5) for a in "xy"], np.float64).reshape(5, 2)
+        return FaceLandmarks(pts, source=r["source"] or "file")
+
+    def failure(self, key: str) -> str | None:
+        r = self.rows.get(key)
+        if r is None:
+            return "no landmarks"
+        if r["status"] == "ok":
+            return None
+        return f"landmarks {r['status']}: {r['reason']}" if r["reason"] else f"landmarks {r['status']}"
+
+
+def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path, data_root: Path | None,
+                    jobs: int = 1, progress: bool = True) -> CleanLandmarks:
+    """Landmarks of the clean images ``keys`` (cached), and the per-run table at ``run_dir/landmarks.csv``."""
+    import pandas as pd
+
+    from ..io.atomic import atomic_write_bytes, atomic_write_table
+    from ..synth.landmarks import TABLE_COLUMNS, create_landmarker
+
+    t0 = time.perf_counter()
+    method, opts = _landmarker_spec(task.protocol, data_root)
+    lmk = create_landmarker(method, **opts)
+    desc = lmk.describe()
+    lmk.close()
+    source_id = task.identity.get("bin") if task.binset is not None else str(Path(task.synth_src).resolve())
+    cache_id = hashlib.sha256(canonical_json({"landmarker": desc, "source": source_id,
+                                              "version": __version__}).encode()).hexdigest()[:16]
+    cache_file = cache_dir / "landmarks" / f"{cache_id}.parquet"
+    cached: dict[str, dict] = {}
+    if cache_file.is_file():
+        try:
+            cached = {r["key"]: r for r in pd.read_parquet(cache_file).to_dict("records")}
+        except Exception:  # noqa: BLE001 - a damaged cache is recomputed
+            cached = {}
+    stamps = {k: _stamp(task, k) for k in keys}
+    todo = [k for k in keys if k not in cached or cached[k].get("stamp") != stamps[k]]
+    if todo:
+        from tqdm.auto import tqdm
+
+        from ..synth.landmarks import LandmarkResult, landmarks_to_row
+
+        bar = tqdm(total=len(todo), desc="landmarks", unit="img", disable=not progress, leave=False)
+        for c in range(0, len(todo), CHECKPOINT):  # the cache is saved per chunk: an interrupted run resumes
+            items, rows_new = [], []
+            for k in todo[c:c + CHECKPOINT]:
+                if k in task.missing:
+                    rows_new.append(landmarks_to_row(k, LandmarkResult(None, "error", task.missing[k])))
+                else:
+                    try:
+                        items.append((k, task.image_source(k)))
+                    except Exception as e:  # noqa: BLE001
+                        rows_new.append(landmarks_to_row(k, LandmarkResult(None, "error", str(e))))
+            rows_new += _run_detection(method, opts, items, jobs)
+            for r in rows_new:
+                r["stamp"] = stamps[r["key"]]
+                cached[r["key"]] = r
+            df = pd.DataFrame(sorted(cached.values(), key=lambda r: r["key"]),
+                              columns=list(TABLE_COLUMNS) + ["stamp"])
+            atomic_write_table(df, cache_file)
+            bar.update(len(rows_new))
+        bar.close()
+    rows = {k: {c: cached[k][c] for c in TABLE_COLUMNS} for k in keys}
+    table = run_dir / LANDMARK_TABLE
+    text = pd.DataFrame([rows[k] for k in sorted(keys)], columns=list(TABLE_COLUMNS)).to_csv(
+        index=False, lineterminator="\n").encode()
+    if not table.is_file() or table.read_bytes() != text:  # unchanged content keeps synth's fingerprint
+        atomic_write_bytes(table, text)
+    return CleanLandmarks(rows, table, desc, len(todo), time.perf_counter() - t0, stamps)
+
+
+def _run_detection(method: str, opts: dict, items: list, jobs: int) -> list[dict]:
+    if not items:
+        return []
+    jobs = (os.cpu_count() or 1) if jobs == -1 else max(int(jobs), 1)
+    if jobs == 1 or len(items) < 64:
+        return _detect_batch(method, opts, items)
+    from joblib import Parallel, delayed
+
+    size = max(16, -(-len(items) // (jobs * 4)))
+    batches = [items[i:i + size] for i in range(0, len(items), size)]
+    out: list[dict] = []
+    with Parallel(n_jobs=jobs, backend="loky", return_as="generator") as par:
+        for rows in par(delayed(_detect_batch)(method, opts, b) for b in batches):
+            out += rows
+    return out
+
+
+# ----------------------------------------------------------------------------------- synth
+
+
+@dataclass
+class OccludedSet:
+    """One synth variant of one run: per key the occluded image and its labels."""
+
+    run: str
+    synth_variant: str
+    out: Path  # the synth run's folder
+    rows: dict[str, dict]  # key -> manifest row (status, reason, image, mask, occluder, scale, area_frac, cells...)
+    fingerprint: str  # the synth run's fingerprint (configuration, occluders, landmarks file)
+
+    def image_path(self, key: str) -> Path | None:
+        r = self.rows.get(key)
+        if r is None or r["status"] != "ok" or not r["image"]:
+            return None
+        return resolve_under(self._root, r["image"])
+
+    def __post_init__(self):
+        self._root = os.path.realpath(self.out)
+
+    def failure(self, key: str) -> str | None:
+        r = self.rows.get(key)
+        if r is None:
+            return "not in the synth manifest"
+        if r["status"] == "ok":
+            return None
+        return f"occlusion {r['status']}: {r['reason']}" if r["reason"] else f"occlusion {r['status']}"
+
+    def area(self, key: str) -> float:
+        r = self.rows.get(key)
+        return float(r["area_frac"]) if r is not None and r["status"] == "ok" else float("nan")
+
+    def cells(self, key: str, k: int) -> np.ndarray:
+        r = self.rows.get(key)
+        if r is None or r["status"] != "ok":
+            return np.full(k * k, np.nan)
+        return np.asarray(json.loads(r["cells"]), np.float64)
+
+
+def synth_config(protocol: Protocol, task: Task, run: SynthRun, keys: list[str], landmarks_table: Path,
+                 out: Path, jobs: int):
+    from ..synth.pipeline import SynthConfig
+
+    occ = protocol.occlusion
+    return SynthConfig(
+        src=task.synth_src, out=str(out), landmarks="file", landmarks_file=str(landmarks_table),
+        occluders=tuple(occ["occluders"]), placement=run.placement, scales=tuple(run.scales),
+        per_scale=run.per_scale, per_occluder=run.per_occluder, clean_ratio=0.0, k=occ["k"], seed=occ["seed"],
+        keys=tuple(keys), jpeg_quality=occ["jpeg_quality"], jobs=jobs, overwrite=True,
+        allow_unsafe_pickle=task.allow_unsafe_pickle)
+
+
+def synthesize(protocol: Protocol, task: Task, keys: list[str], landmarks_table: Path, run_dir: Path,
+               jobs: int = 1, progress: bool = True, runs: set[str] | None = None
+               ) -> tuple[dict[tuple[str, str], OccludedSet], dict]:
+    """Run (or resume) the synth runs of the protocol (all, or those named in ``runs``) on ``keys``.
+
+    Returns ({(run, synth_variant): OccludedSet}, info) where info records per run its folder,
+    fingerprint, status counts and seconds.
+    """
+    from ..synth.manifest import read_manifest
+    from ..synth.pipeline import load_run_config, run_synth
+
+    sets: dict[tuple[str, str], OccludedSet] = {}
+    info: dict = {}
+    for run in protocol.synth_runs():
+        if runs is not None and run.name not in runs:
+            continue
+        out = run_dir / run.name
+        t0 = time.perf_counter()
+        summary = run_synth(synth_config(protocol, task, run, keys, landmarks_table, out, jobs), progress=progress)
+        fp = load_run_config(out)["fingerprint"]
+        df = read_manifest(out)
+        by_variant: dict[str, dict[str, dict]] = {}
+        for r in df.to_dict("records"):
+            by_variant.setdefault(r["variant"], {})[r["key"]] = r
+        for v, rows in by_variant.items():
+            sets[(run.name, v)] = OccludedSet(run.name, v, out, rows, fp)
+        info[run.name] = {"out": str(out), "fingerprint": fp, "variants": sorted(by_variant),
+                          "status_counts": summary.status_counts, "resumed": summary.resumed,
+                          "processed": summary.processed, "seconds": round(time.perf_counter() - t0, 3)}
+    return sets, info

@@ -1,0 +1,755 @@
+"""The synth engine: occlude every image of a source, write images, masks, labels and a manifest.
+
+``run_synth(SynthConfig(src=..., out=...))`` is what ``occbench synth`` calls. Per input image and
+*variant* it writes
+
+- ``OUT/images/<variant>/<key>``: the occluded image, same size and format as the input
+  (JPEG at ``jpeg_quality``; clean images are copied byte for byte),
+- ``OUT/masks/<variant>/<key stem>.png``: uint8 mask, 255 = occluded, image size,
+- one manifest row: FROM pattern label, per-cell fractions and area fraction (all measured in the
+  112x112 face frame), occluder name, sampled params, scale, seed, status and reason.
+
+Variants: default mode has one per image ("main": one occluder drawn uniformly from the list, one
+scale drawn from the scale list); ``per_scale`` gives one per scale ("s1.5"), ``per_occluder`` one
+per occluder ("sunglasses"), both the cross product ("sunglasses@s1.5").
+
+Randomness: a variant's draws come from ``derive_seed(seed, key, group)`` where *group* is the
+variant's occluder when fixed, else "main". Variants that differ only in scale therefore share the
+occluder choice and every random parameter (a paired scale sweep). Whether an image stays clean
+(``clean_ratio``) is drawn once per image from ``derive_seed(seed, key, "clean")``. Nothing depends on
+the job count, the order, or which other images are in the run.
+
+Resume: finished items are logged in ``OUT/.synth/rows.jsonl`` after their files are in place
+(written to ``OUT/.synth/tmp`` then renamed); rerunning the same command skips them and the tables
+are assembled from the log, so the result is byte-identical to an uninterrupted run. A different
+configuration into the same OUT is refused unless ``overwrite``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ConfigError, DataNotFoundError, OccbenchError
+from ..io.images import encode, decode_rgb, sniff_format
+from ..seeding import derive_seed
+from .geometry import ARCFACE_112, FACE_FRAME_SIZE, face_frame_transform, warp
+from .manifest import RowLog, empty_row, rows_to_frame, to_json, write_manifest
+from .patterns import IOU_EPS, cell_edges, enumerate_patterns, n_patterns
+from .scales import format_scale, parse_scales
+
+LANDMARKER_CHOICES = ("auto", "template", "mediapipe", "file")
+PLACEMENTS = ("anchored", "free")
+STATE_DIR = ".synth"
+MANAGED = ("images", "masks", STATE_DIR, "manifest.parquet", "manifest.csv", "landmarks.parquet",
+           "landmarks.csv", "synth.json")
+_VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.@+\-]+$")
+
+
+# --------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class SynthConfig:
+    """Everything that defines a synth run. ``to_json`` / ``from_json`` round-trip it exactly.
+
+    Fields in ``RUNTIME_FIELDS`` (out, jobs, overwrite, allow_unsafe_pickle) do not change the
+    output; all others do and are recorded in synth.json and checked when a run is resumed.
+    """
+
+    src: str
+    out: str
+    landmarks: str = "auto"  # auto | template | mediapipe | file
+    landmarks_file: str | None = None  # for landmarks="file": a landmarks table (.csv/.parquet/.json)
+    occluders: tuple[str, ...] | None = None  # None: every registered occluder
+    occluders_dir: str | None = None  # extra occluder definitions loaded before creating them
+    placement: str = "anchored"  # anchored | free
+    scales: tuple[float, ...] = (1.0,)
+    per_scale: bool = False
+    per_occluder: bool = False
+    clean_ratio: float = 0.0  # fraction of images left clean (FROM keeps 1/3)
+    k: int = 5  # pattern grid size
+    seed: int = 0
+    limit: int | None = None  # first N items (after ``keys``)
+    keys: tuple[str, ...] | None = None  # restrict to these source keys
+    data_root: str | None = None
+    jpeg_quality: int = 95
+    jobs: int = 1
+    overwrite: bool = False
+    allow_unsafe_pickle: bool = False  # for .bin sources (pickles); off by default
+
+    RUNTIME_FIELDS = ("out", "jobs", "overwrite", "allow_unsafe_pickle")
+
+    def __post_init__(self):
+        self.src = os.fspath(self.src)
+        self.out = os.fspath(self.out)
+        if isinstance(self.occluders, str):
+            self.occluders = tuple(o.strip() for o in self.occluders.split(",") if o.strip())
+        elif self.occluders is not None:
+            self.occluders = tuple(str(o) for o in self.occluders)
+        if isinstance(self.scales, (str, int, float, list, tuple)):
+            self.scales = parse_scales(self.scales)
+        if self.keys is not None:
+            self.keys = tuple(dict.fromkeys(str(k) for k in self.keys))  # dedupe, keep order
+        for name in ("landmarks_file", "occluders_dir", "data_root"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, os.fspath(v))
+
+    def validate(self) -> "SynthConfig":
+        if self.landmarks not in LANDMARKER_CHOICES:
+            raise ConfigError(f"landmarks must be one of {', '.join(LANDMARKER_CHOICES)}, got {self.landmarks!r}")
+        if self.landmarks == "file" and not self.landmarks_file:
+            raise ConfigError("landmarks='file' needs landmarks_file (--landmarks-file F)")
+        if self.landmarks_file and self.landmarks != "file":
+            raise ConfigError(f"landmarks_file is only used with landmarks='file' (got landmarks={self.landmarks!r})")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
+        if self.occluders is not None and not self.occluders:
+            raise ConfigError("the occluder list is empty: name at least one (see `occbench synth --list-occluders`)")
+        if not 0.0 <= float(self.clean_ratio) <= 1.0:
+            raise ConfigError(f"clean_ratio must be in [0, 1], got {self.clean_ratio}")
+        n_patterns(self.k)  # validates K
+        if self.limit is not None and int(self.limit) < 1:
+            raise ConfigError(f"limit must be >= 1, got {self.limit}")
+        if not 1 <= int(self.jpeg_quality) <= 100:
+            raise ConfigError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if int(self.jobs) == 0 or int(self.jobs) < -1:
+            raise ConfigError(f"jobs must be >= 1 (or -1 for all cores), got {self.jobs}")
+        if self.keys is not None and not self.keys:
+            raise ConfigError("the key list is empty")
+        return self
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for name in ("occluders", "scales", "keys"):
+            if d[name] is not None:
+                d[name] = list(d[name])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SynthConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"unknown synth config fields: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SynthConfig":
+        return cls.from_dict(json.loads(text))
+
+    def recipe(self) -> dict:
+        """The fields that determine the output (config minus RUNTIME_FIELDS)."""
+        d = self.to_dict()
+        for name in self.RUNTIME_FIELDS:
+            d.pop(name)
+        return d
+
+
+# ------------------------------------------------------------------------------------ variants
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # folder name under images/ and masks/, manifest "variant"
+    group: str  # seed group: the fixed occluder, else "main"
+    occluder: str | None  # fixed occluder, or None: drawn per image
+    scale: float | None  # fixed scale, or None: drawn per image
+
+
+def plan_variants(occluders: tuple[str, ...], scales: tuple[float, ...], per_scale: bool,
+                  per_occluder: bool) -> list[Variant]:
+    if per_occluder and per_scale:
+        out = [Variant(f"{o}@s{format_scale(s)}", o, o, s) for o in occluders for s in scales]
+    elif per_occluder:
+        out = [Variant(o, o, o, None) for o in occluders]
+    elif per_scale:
+        out = [Variant(f"s{format_scale(s)}", "main", None, s) for s in scales]
+    else:
+        out = [Variant("main", "main", None, None)]
+    for v in out:
+        if not _VARIANT_NAME.match(v.name):
+            raise ConfigError(f"variant name {v.name!r} is not a safe folder name (occluder names may use "
+                              "letters, digits and _ . + -)")
+    return out
+
+
+# ------------------------------------------------------------------------------------- summary
+
+
+@dataclass
+class SynthSummary:
+    out: str
+    n_images: int = 0  # input images in the run
+    n_rows: int = 0  # manifest rows (images x variants)
+    status_counts: dict[str, int] = field(default_factory=dict)
+    reason_counts: dict[str, int] = field(default_factory=dict)
+    occluder_counts: dict[str, int] = field(default_factory=dict)  # rows with status ok
+    variants: list[str] = field(default_factory=list)
+    resumed: int = 0  # images already done by an earlier, interrupted run
+    processed: int = 0  # images processed by this call
+    elapsed_s: float = 0.0
+
+    def record(self) -> dict:
+        """The reproducible part (written to synth.json)."""
+        return {k: getattr(self, k) for k in ("n_images", "n_rows", "status_counts", "reason_counts",
+                                               "occluder_counts", "variants")}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def format(self) -> str:
+        rate = self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        lines = [f"{self.n_images} images -> {self.n_rows} rows ({len(self.variants)} variant"
+                 f"{'s' if len(self.variants) != 1 else ''}) in {self.out}"]
+        if self.resumed:
+            lines.append(f"  resumed: {self.resumed} images were already done")
+        lines.append(f"  processed {self.processed} images in {self.elapsed_s:.1f} s ({rate:.1f} images/s)")
+        lines.append("  status: " + ", ".join(f"{s} {self.status_counts.get(s, 0)}"
+                                               for s in ("ok", "clean", "noface", "error")))
+        for reason, n in sorted(self.reason_counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  reason ({n}): {reason}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- components
+
+
+def _load_occluder_api():
+    from . import occluders as occ_mod
+
+    return occ_mod
+
+
+def resolve_occluders(cfg: SynthConfig) -> tuple[str, ...]:
+    """Load ``occluders_dir`` (if any) and return the occluder names of the run, validated."""
+    occ = _load_occluder_api()
+    extra: list[str] = []
+    if cfg.occluders_dir:
+        loaded = occ.load_occluder_dir(cfg.occluders_dir)
+        extra = [getattr(o, "name", o) for o in (loaded or [])]
+    if cfg.occluders is None:
+        names = tuple(dict.fromkeys(list(occ.list_occluders()) + [str(n) for n in extra]))
+    else:
+        names = cfg.occluders
+    if not names:
+        raise ConfigError("no occluders are available")
+    for n in names:
+        occ.create_occluder(n)  # raises ConfigError with close matches for unknown names
+    return names
+
+
+def make_landmarker(cfg: SynthConfig):
+    from .landmarks import create_landmarker
+
+    if cfg.landmarks == "file":
+        return create_landmarker("file", path=cfg.landmarks_file)
+    return create_landmarker(cfg.landmarks)
+
+
+def open_run_source(cfg: SynthConfig):
+    from ..io.sources import open_source
+
+    return open_source(cfg.src, data_root=cfg.data_root, allow_unsafe_pickle=cfg.allow_unsafe_pickle)
+
+
+def check_key(key: str) -> None:
+    parts = key.split("/")
+    if not key or key.startswith(("/", "~")) or "\\" in key or ".." in parts or "" in parts:
+        raise ConfigError(f"source key {key!r} cannot be used as an output path")
+
+
+def output_paths(key: str, fmt: str, variant: str) -> tuple[str, str]:
+    """(image, mask) paths relative to OUT: images/<variant>/<key>, masks/<variant>/<key stem>.png.
+    The key's folder tree is kept; a key without an extension gets the format's."""
+    name = key.rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    if dot > 0:
+        return f"images/{variant}/{key}", f"masks/{variant}/{key[:len(key) - len(name) + dot]}.png"
+    return f"images/{variant}/{key}.{fmt}", f"masks/{variant}/{key}.png"
+
+
+# ------------------------------------------------------------------------------------- labels
+
+
+class FaceFrame:
+    """The image -> 112x112 face frame map of one image, computed once for all its variants.
+
+    For a 112x112 crop whose landmarks are the ArcFace template the frame is the image itself: no warp."""
+
+    def __init__(self, five: np.ndarray, size_hw: tuple[int, int]):
+        five = np.asarray(five, np.float64)
+        self.identity = tuple(size_hw) == FACE_FRAME_SIZE and np.array_equal(five, ARCFACE_112)
+        if not self.identity:
+            self.m = face_frame_transform(five)
+            self.identity = tuple(size_hw) == FACE_FRAME_SIZE and np.allclose(self.m, _IDENTITY, atol=1e-9)
+
+    def mask(self, mask: np.ndarray) -> np.ndarray:
+        """Occlusion mask (image size, 0/255) -> bool mask in the face frame (as mask_in_face_frame)."""
+        if self.identity:
+            return mask >= 128
+        return warp(mask, self.m, FACE_FRAME_SIZE) >= 128
+
+
+_IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+@lru_cache(maxsize=16)
+def _label_tables(k: int, h: int, w: int):
+    """Cell edges and pattern geometry for K x K labels on an H x W frame (FROM's conventions)."""
+    ys, xs = cell_edges(k, (h, w))
+    y0, x0, y1, x1 = enumerate_patterns(k).T
+    pattern_area = (ys[y1] - ys[y0]) * (xs[x1] - xs[x0])
+    cell_area = np.diff(ys)[:, None] * np.diff(xs)[None, :]
+    return ys[:-1], xs[:-1], (y0, x0, y1, x1), pattern_area, cell_area
+
+
+def occlusion_labels(mask: np.ndarray, five: np.ndarray, k: int, frame: FaceFrame | None = None) -> dict:
+    """area_frac, pattern, cells (list of K*K floats) of an occlusion mask, measured in the face frame.
+
+    Same values as ``patterns.match_pattern`` / ``patterns.cell_fractions`` on the face-frame mask
+    (tested against them), computed from one pass of per-cell counts with cached tables."""
+    fm = (frame or FaceFrame(five, mask.shape)).mask(mask)
+    h, w = fm.shape
+    ys, xs, (y0, x0, y1, x1), pattern_area, cell_area = _label_tables(k, h, w)
+    counts = np.add.reduceat(np.add.reduceat(fm, ys, axis=0, dtype=np.int64), xs, axis=1, dtype=np.int64)
+    s = np.zeros((k + 1, k + 1), np.int64)
+    s[1:, 1:] = counts.cumsum(0).cumsum(1)
+    inter = s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0]
+    total = s[k, k]
+    iou = inter.astype(np.float64) / ((pattern_area + total - inter).astype(np.float64) + IOU_EPS)
+    return {"area_frac": float(total / (h * w)), "pattern": int(np.argmax(iou)),
+            "cells": (counts / cell_area).reshape(-1).tolist()}
+
+
+# ------------------------------------------------------------------------------------- worker
+
+
+class _Worker:
+    """Per-process state (source, landmarker, occluders) and the per-item work."""
+
+    def __init__(self, spec: dict, source=None, landmarker=None):
+        self.cfg = SynthConfig.from_dict(spec["config"])
+        self.out = Path(spec["out"])
+        self.tmp = self.out / STATE_DIR / "tmp"
+        self.variants = [Variant(**v) for v in spec["variants"]]
+        self.occ_names = tuple(spec["occluders"])
+        self.source = source if source is not None else open_run_source(self.cfg)
+        self.landmarker = landmarker if landmarker is not None else make_landmarker(self.cfg)
+        occ = _load_occluder_api()
+        if self.cfg.occluders_dir and source is None:
+            occ.load_occluder_dir(self.cfg.occluders_dir)
+        self.occluders = {n: occ.create_occluder(n) for n in self.occ_names}
+        self._zero_masks: dict[tuple[int, int], bytes] = {}
+        self._out_s, self._tmp_s, self._pid = str(self.out), str(self.tmp), os.getpid()
+        self._made_dirs: set[str] = set()
+
+    # -- files
+    def _write(self, rel: str, data: bytes) -> None:
+        """Atomic replace via OUT/.synth/tmp (same filesystem). No fsync: resume needs atomicity
+        against interruption (Ctrl-C, kill), which rename gives; fsync per file would dominate the cost."""
+        dest = os.path.join(self._out_s, rel)
+        parent = os.path.dirname(dest)
+        if parent not in self._made_dirs:
+            os.makedirs(parent, exist_ok=True)
+            self._made_dirs.add(parent)
+        tmp = os.path.join(self._tmp_s, f"{self._pid}.{os.path.basename(dest)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, dest)
+
+    def _zero_mask(self, h: int, w: int) -> bytes:
+        if (h, w) not in self._zero_masks:
+            self._zero_masks[(h, w)] = encode_mask_png(np.zeros((h, w), np.uint8))
+        return self._zero_masks[(h, w)]
+
+    # -- one input image
+    def process(self, key: str, identity: str) -> dict:
+        cfg = self.cfg
+        base = dict(key=key, identity=identity, src=cfg.src, placement=cfg.placement, k=cfg.k)
+        clean = self.cfg.clean_ratio > 0 and \
+            np.random.default_rng(derive_seed(self.cfg.seed, key, "clean")).random() < self.cfg.clean_ratio
+        draws = [self._draws(key, v, clean) for v in self.variants]
+
+        def all_rows(status: str, reason: str, **extra) -> list[dict]:
+            return [empty_row(**base, variant=v.name, status=status, reason=reason, occluder=d["occluder"],
+                              scale=d["scale"], seed=d["seed"], **extra)
+                    for v, d in zip(self.variants, draws)]
+
+        try:
+            data = self.source.read_bytes(key)
+        except Exception as e:  # noqa: BLE001 - OSError, a corrupt record...: recorded, never fatal
+            return {"key": key, "rows": all_rows("error", _reason(e)), "landmarks": None}
+        fmt = sniff_format(data) or ""
+        try:
+            image = decode_rgb(data)
+        except Exception as e:  # noqa: BLE001 - ImageDecodeError, or a decoder crash on one file
+            return {"key": key, "rows": all_rows("error", _reason(e), fmt=fmt), "landmarks": None}
+        h, w = image.shape[:2]
+        size = dict(width=w, height=h, fmt=fmt)
+        try:
+            lm = self.landmarker.detect(image, key=key)
+        except Exception as e:  # noqa: BLE001
+            return {"key": key, "rows": all_rows("error", f"landmarks failed: {_reason(e)}", **size),
+                    "landmarks": None}
+        from .landmarks import landmarks_to_row
+
+        lm_row = landmarks_to_row(key, lm)
+        if lm.landmarks is None:
+            return {"key": key, "rows": all_rows(lm.status or "noface", lm.reason, **size), "landmarks": lm_row}
+        image.flags.writeable = False  # occluders are transforms: they return new arrays
+        frame = FaceFrame(lm.landmarks.five, (h, w))
+        rows = []
+        for v, d in zip(self.variants, draws):
+            row = empty_row(**base, **size, variant=v.name, seed=d["seed"], landmarks=lm.landmarks.source)
+            try:
+                row.update(self._render(key, fmt, data, image, lm.landmarks, frame, v, d))
+            except Exception as e:  # noqa: BLE001 - one failing variant is recorded, not fatal
+                row.update(status="error", reason=_reason(e), occluder=d["occluder"], scale=d["scale"])
+            rows.append(row)
+        return {"key": key, "rows": rows, "landmarks": lm_row}
+
+    def _draws(self, key: str, v: Variant, clean: bool) -> dict:
+        cfg = self.cfg
+        seed = derive_seed(cfg.seed, key, v.group)
+        rng = np.random.default_rng(seed)
+        oi = int(rng.integers(len(self.occ_names)))  # always drawn, so every variant of a group
+        si = int(rng.integers(len(cfg.scales)))  # hands the occluder the same RNG state
+        occ = v.occluder or self.occ_names[oi]
+        scale = float(v.scale if v.scale is not None else cfg.scales[si])
+        if clean:
+            return {"clean": True, "seed": seed, "rng": rng, "occluder": "none", "scale": float("nan")}
+        return {"clean": False, "seed": seed, "rng": rng, "occluder": occ, "scale": scale}
+
+    def _render(self, key, fmt, data, image, landmarks, frame: FaceFrame, v: Variant, d: dict) -> dict:
+        cfg = self.cfg
+        h, w = image.shape[:2]
+        image_rel, mask_rel = output_paths(key, fmt, v.name)
+        if d["clean"]:
+            self._write(image_rel, data)
+            self._write(mask_rel, self._zero_mask(h, w))
+            return dict(image=image_rel, mask=mask_rel, status="clean", occluder="none", scale=float("nan"),
+                        area_frac=0.0, pattern=0, cells=to_json([0.0] * (cfg.k * cfg.k)), params="{}")
+        res = self.occluders[d["occluder"]](image, landmarks, rng=d["rng"], scale=d["scale"],
+                                            placement=cfg.placement)
+        out_img = np.asarray(res.image)
+        mask = np.asarray(res.mask)
+        if out_img.shape != image.shape or out_img.dtype != np.uint8:
+            raise OccbenchError(f"occluder {d['occluder']!r} returned an image of shape {out_img.shape} "
+                                f"{out_img.dtype}, expected {image.shape} uint8")
+        if mask.shape != (h, w):
+            raise OccbenchError(f"occluder {d['occluder']!r} returned a mask of shape {mask.shape}, "
+                                f"expected {(h, w)}")
+        mask = np.where(mask >= 128, 255, 0).astype(np.uint8) if mask.dtype != np.uint8 else mask
+        labels = occlusion_labels(mask, landmarks.five, cfg.k, frame)
+        self._write(image_rel, encode(out_img, fmt or "png", jpeg_quality=cfg.jpeg_quality))
+        self._write(mask_rel, encode_mask_png(mask))
+        return dict(image=image_rel, mask=mask_rel, status="ok", occluder=d["occluder"], scale=d["scale"],
+                    area_frac=labels["area_frac"], pattern=labels["pattern"], cells=to_json(labels["cells"]),
+                    params=to_json(res.params))
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, OccbenchError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+    """uint8 HxW -> 8-bit grayscale PNG (filter 0, zlib level 1). Several times faster than cv2 for
+    the small, flat masks written here, and any PNG reader returns the same uint8 array."""
+    h, w = mask.shape
+    raw = np.zeros((h, w + 1), np.uint8)  # a 0 filter byte per row, then the pixels
+    raw[:, 1:] = mask
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 1)) + chunk(b"IEND", b""))
+
+
+_WORKER_CACHE: dict[str, _Worker] = {}
+
+
+def _run_batch(spec: dict, batch: list[tuple[str, str]]) -> list[dict]:
+    """joblib task: process a batch of (key, identity) in a worker process (state built once)."""
+    w = _WORKER_CACHE.get(spec["fingerprint"])
+    if w is None or w.out != Path(spec["out"]):
+        _WORKER_CACHE.clear()
+        w = _WORKER_CACHE[spec["fingerprint"]] = _Worker(spec)
+    return [w.process(k, ident) for k, ident in batch]
+
+
+# ---------------------------------------------------------------------------------- the run
+
+
+def _fingerprint(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def _prepare_out(out: Path, lock: dict, overwrite: bool) -> None:
+    """Create OUT, or check that it holds a run of the same configuration (resume), or clear it."""
+    lock_path = out / STATE_DIR / "lock.json"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        ours = (out / STATE_DIR).is_dir()
+        if not ours:
+            raise ConfigError(f"--out {out} is not empty and was not written by `occbench synth`; "
+                              "choose a new or empty folder")
+        old = json.loads(lock_path.read_text()) if lock_path.is_file() else None
+        started = old is not None or (out / STATE_DIR / "rows.jsonl").exists()  # else: killed while starting
+        if started and (old is None or old.get("fingerprint") != lock["fingerprint"]):
+            if not overwrite:
+                diff = _describe_diff(old, lock)
+                raise ConfigError(f"--out {out} holds a synth run with a different configuration ({diff}). "
+                                  "Rerun with the same options to resume it, pass --overwrite to replace it, "
+                                  "or choose another --out")
+            for name in MANAGED:
+                p = out / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+    (out / STATE_DIR / "tmp").mkdir(parents=True, exist_ok=True)
+    for stale in (out / STATE_DIR / "tmp").iterdir():  # leftovers of an interrupted run
+        stale.unlink()
+    if not lock_path.is_file() or json.loads(lock_path.read_text()) != lock:
+        from ..io.atomic import atomic_write_json
+
+        atomic_write_json(lock_path, lock)
+
+
+def _describe_diff(old: dict | None, new: dict) -> str:
+    if old is None:
+        return "no lock file"
+    diffs = []
+    for section in ("recipe",):
+        a, b = old.get(section, {}), new.get(section, {})
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                va, vb = (_short(a.get(k)), _short(b.get(k)))
+                diffs.append(f"{k}: {va} -> {vb}")
+    if old.get("version") != new.get("version"):
+        diffs.append(f"occbench version: {old.get('version')} -> {new.get('version')}")
+    if not diffs:
+        diffs.append("occluder or landmarker definitions changed")
+    return "; ".join(diffs[:5])
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, default=str)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _select_items(source, cfg: SynthConfig) -> tuple[list[tuple[str, str]], list[str]]:
+    """(key, identity) pairs of the run in source order, and requested keys missing from the source."""
+    items = source.items()
+    missing: list[str] = []
+    if cfg.keys is not None:
+        wanted = set(cfg.keys)
+        have = {it.key for it in items}
+        missing = sorted(k for k in cfg.keys if k not in have)
+        items = [it for it in items if it.key in wanted]
+    pairs = [(it.key, it.identity or "") for it in items] + [(k, "") for k in missing]
+    if cfg.limit is not None:
+        pairs = pairs[: int(cfg.limit)]
+        missing = [k for k in missing if k in {p[0] for p in pairs}]
+    return pairs, missing
+
+
+def _check_outputs_unique(pairs: list[tuple[str, str]]) -> None:
+    seen: dict[str, str] = {}
+    for key, _ in pairs:
+        check_key(key)
+        _, mask_rel = output_paths(key, "", "v")
+        if mask_rel in seen:
+            raise ConfigError(f"source keys {seen[mask_rel]!r} and {key!r} would share the mask file "
+                              f"{mask_rel.split('/', 2)[2]}; rename one of them")
+        seen[mask_rel] = key
+
+
+def run_synth(cfg: SynthConfig | None = None, *, progress: bool = True, **overrides) -> SynthSummary:
+    """Run (or resume) a synth job. ``run_synth(SynthConfig(...))`` or ``run_synth(src=..., out=..., ...)``;
+    keyword overrides replace fields of ``cfg``."""
+    t0 = time.perf_counter()
+    if cfg is None:
+        cfg = SynthConfig(**overrides)
+    elif overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
+    cfg.validate()
+    out = Path(cfg.out).expanduser()
+
+    source = open_run_source(cfg)
+    root = getattr(source, "root", None)
+    if root is not None and source.kind not in ("recordio", "binset") and _is_within(out, Path(root)):
+        raise ConfigError(f"--out {out} lies inside the source folder {root}; choose a folder outside it")
+    occ_names = resolve_occluders(cfg)
+    occ_api = _load_occluder_api()
+    occ_desc = {n: occ_api.create_occluder(n).describe() for n in occ_names}
+    landmarker = make_landmarker(cfg)
+    lm_desc = landmarker.describe()
+    variants = plan_variants(occ_names, cfg.scales, cfg.per_scale, cfg.per_occluder)
+    pairs, missing = _select_items(source, cfg)
+    if not pairs:
+        raise DataNotFoundError(f"no images to process in {cfg.src}")
+    _check_outputs_unique(pairs)
+
+    recipe = cfg.recipe()
+    lock = {"version": __version__, "recipe": recipe, "occluders": occ_desc, "landmarker": lm_desc,
+            "variants": [dataclasses.asdict(v) for v in variants]}
+    lock["fingerprint"] = _fingerprint(lock)
+    _prepare_out(out, lock, cfg.overwrite)
+
+    log = RowLog(out / STATE_DIR / "rows.jsonl")
+    done = log.load()
+    planned = {k for k, _ in pairs}
+    todo = [(k, i) for k, i in pairs if k not in done]
+    resumed = len(planned) - len(todo)
+    missing_set = set(missing)
+    spec = {"config": cfg.to_dict(), "out": str(out), "variants": [dataclasses.asdict(v) for v in variants],
+            "occluders": list(occ_names), "fingerprint": lock["fingerprint"]}
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(pairs), initial=resumed, unit="img", desc="synth", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    try:
+        with log:
+            miss_todo = [(k, i) for k, i in todo if k in missing_set]
+            if miss_todo:
+                log.append(_missing_record(cfg, variants, occ_names, k) for k, _ in miss_todo)
+                bar.update(len(miss_todo))
+            todo = [(k, i) for k, i in todo if k not in missing_set]
+            _execute(spec, todo, cfg, source, landmarker, log, bar)
+    finally:
+        bar.close()
+        landmarker.close()
+
+    summary = _finish(cfg, out, pairs, log.load(), variants, source, occ_desc, lm_desc, lock)
+    summary.resumed = resumed
+    summary.processed = len(pairs) - resumed
+    summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+def _missing_record(cfg, variants, occ_names, key) -> dict:
+    rows = [empty_row(key=key, src=cfg.src, variant=v.name, status="error", reason="key not found in the source",
+                      placement=cfg.placement, k=cfg.k, occluder=v.occluder or "",
+                      scale=v.scale if v.scale is not None else float("nan"), seed=derive_seed(cfg.seed, key, v.group))
+            for v in variants]
+    return {"key": key, "rows": rows, "landmarks": None}
+
+
+def _n_jobs(jobs: int) -> int:
+    return (os.cpu_count() or 1) if jobs == -1 else int(jobs)
+
+
+def _execute(spec, todo, cfg, source, landmarker, log: RowLog, bar) -> None:
+    if not todo:
+        return
+    jobs = _n_jobs(cfg.jobs)
+    if jobs == 1 or len(todo) == 1:
+        worker = _Worker(spec, source=source, landmarker=landmarker)
+        pending: list[dict] = []  # logged in small groups; finished items are logged even on Ctrl-C
+        last = time.monotonic()
+        try:
+            for key, ident in todo:
+                pending.append(worker.process(key, ident))
+                if len(pending) >= 32 or time.monotonic() - last > 1.0:
+                    log.append(pending)
+                    bar.update(len(pending))
+                    pending, last = [], time.monotonic()
+        finally:
+            log.append(pending)
+            bar.update(len(pending))
+        return
+    from joblib import Parallel, delayed
+
+    # batches amortise task overhead; several per worker keep the load balanced and progress moving
+    size = max(1, min(256, -(-len(todo) // (jobs * 8))))
+    batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+    with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered") as par:
+        for recs in par(delayed(_run_batch)(spec, b) for b in batches):
+            log.append(recs)
+            bar.update(len(recs))
+
+
+def _finish(cfg, out: Path, pairs, records: dict, variants, source, occ_desc, lm_desc, lock) -> SynthSummary:
+    from .landmarks import write_landmarks_table
+
+    rows, lm_rows = [], []
+    for key, _ in pairs:
+        rec = records.get(key)
+        if rec is None:
+            raise OccbenchError(f"internal error: no record for {key!r} after the run; rerun to resume")
+        rows.extend(rec["rows"])
+        if rec.get("landmarks") is not None:
+            lm_rows.append(rec["landmarks"])
+    df = rows_to_frame(rows)
+    write_manifest(df, out)
+    write_landmarks_table(lm_rows, out / "landmarks.parquet")
+    write_landmarks_table(lm_rows, out / "landmarks.csv")
+
+    summary = SynthSummary(out=str(out), n_images=len(pairs), n_rows=len(df), variants=[v.name for v in variants])
+    summary.status_counts = {s: int(n) for s, n in sorted(Counter(df["status"]).items())}
+    bad = df[df["status"].isin(["noface", "error"])]
+    summary.reason_counts = {r: int(n) for r, n in sorted(Counter(bad["reason"]).items())}
+    ok = df[df["status"] == "ok"]
+    summary.occluder_counts = {o: int(n) for o, n in sorted(Counter(ok["occluder"]).items())}
+
+    from ..io.atomic import atomic_write_json
+
+    atomic_write_json(out / "synth.json", {
+        "occbench_version": __version__,
+        "seed": cfg.seed,
+        "config": cfg.recipe(),
+        "fingerprint": lock["fingerprint"],
+        "source": source.describe(),
+        "landmarker": lm_desc,
+        "occluders": occ_desc,
+        "variants": lock["variants"],
+        "layout": {"image": "images/<variant>/<key>", "mask": "masks/<variant>/<key stem>.png",
+                   "manifest": ["manifest.parquet", "manifest.csv"],
+                   "landmarks": ["landmarks.parquet", "landmarks.csv"],
+                   "mask_values": "uint8, 255 = occluded", "labels_frame": "112x112 ArcFace face frame"},
+        "summary": summary.record(),
+    })
+    return summary
+
+
+def load_run_config(out: str | os.PathLike) -> dict:
+    """synth.json of a finished run."""
+    p = Path(out) / "synth.json"
+    if not p.is_file():
+        raise DataNotFoundError(f"{p} not found: is {out} the --out folder of a finished `occbench synth` run?")
+    return json.loads(p.read_text())
