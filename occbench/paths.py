@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from .errors import DataNotFoundError, UnsafePathError
@@ -41,9 +42,10 @@ def data_root(explicit: str | os.PathLike | None = None, *, required: bool = Tru
 def resource_dir(name: str) -> Path:
     """Built-in resource folders shipped at the repo top level (``occluders``, ``protocols``).
 
-    Works from a source checkout / editable install; a wheel ships them under occbench/_resources.
+    Works from a source checkout / editable install; a wheel installs them as data files under
+    <prefix>/share/occbench/ (see setup.cfg [options.data_files]).
     """
-    for cand in (REPO_ROOT / name, Path(__file__).resolve().parent / "_resources" / name):
+    for cand in (REPO_ROOT / name, Path(sys.prefix) / "share" / "occbench" / name):
         if cand.is_dir():
             return cand
     raise DataNotFoundError(f"built-in resource folder {name!r} not found (broken install?)")

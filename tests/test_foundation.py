@@ -1,0 +1,50 @@
+"""Foundation pieces: registry, safe paths, seeds, atomic writes, packaging of built-in resources."""
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import pytest
+
+from occbench.errors import ConfigError, UnsafePathError
+from occbench.io.atomic import atomic_write_json
+from occbench.paths import REPO_ROOT, safe_join
+from occbench.registry import Registry
+from occbench.seeding import derive_seed
+
+
+def test_registry_suggests_close_matches():
+    reg = Registry("thing")
+    reg.add("surgical_mask", object())
+    with pytest.raises(ConfigError, match="Did you mean: surgical_mask"):
+        reg.get("surgical_msk")
+
+
+def test_safe_join_refuses_escapes(tmp_path):
+    assert safe_join(tmp_path, "a/b.jpg") == (tmp_path / "a/b.jpg").resolve()
+    for bad in ("../x.jpg", "/etc/passwd", "a/../../x"):
+        with pytest.raises(UnsafePathError):
+            safe_join(tmp_path, bad)
+
+
+def test_derive_seed_is_stable_and_order_free():
+    assert derive_seed(0, "a", "v") == derive_seed(0, "a", "v")
+    assert derive_seed(0, "a", "v") != derive_seed(0, "av")  # parts are separated
+    assert derive_seed(0, "a") != derive_seed(1, "a")
+    assert derive_seed(3, "Name/Name_0001.jpg", "main") == 4808955534993417025  # pinned: seeds never drift
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    atomic_write_json(tmp_path / "x.json", {"b": 1, "a": [1, 2]})
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+@pytest.mark.parametrize("folder", ["occluders", "protocols"])
+def test_every_resource_file_is_packaged(folder):
+    """setup.cfg data_files must list every built-in occluder/protocol file, or wheels lose them."""
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO_ROOT / "setup.cfg")
+    listed = {f.strip() for v in cfg["options.data_files"].values() for f in v.replace("\n", ",").split(",") if f.strip()}
+    present = {p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / folder).rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    assert present <= listed, f"not packaged: {sorted(present - listed)}"
