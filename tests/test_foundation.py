@@ -48,3 +48,12 @@ def test_every_resource_file_is_packaged(folder):
     present = {p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / folder).rglob("*")
                if p.is_file() and "__pycache__" not in p.parts}
     assert present <= listed, f"not packaged: {sorted(present - listed)}"
+
+
+def test_atomic_write_uses_normal_permissions(tmp_path):
+    import os
+
+    atomic_write_json(tmp_path / "x.json", {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask

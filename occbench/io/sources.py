@@ -11,6 +11,7 @@ Item keys are stable ids used for seeds and resume: the relative posix path for 
 from __future__ import annotations
 
 import difflib
+import errno
 import os
 import re
 from abc import ABC, abstractmethod
@@ -143,8 +144,27 @@ class TreeSource(Source):
         return out
 
     def read_bytes(self, item: SourceItem | str) -> bytes:
-        with open(paths.safe_join(self.root, _key(item)), "rb") as fh:
+        key = _key(item)
+        if self._items is not None:
+            if self.__dict__.get("_known") is None:  # keys the scan vetted (no escaping links)
+                self._known = (os.path.join(str(self.root), ""), frozenset(it.key for it in self._items))
+            prefix, known = self._known
+            if key in known:  # skip resolving the path again; a link swapped in since the scan is refused
+                try:
+                    fd = os.open(prefix + key, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+                except OSError as e:
+                    if e.errno != errno.ELOOP:
+                        raise
+                else:
+                    with open(fd, "rb") as fh:
+                        return fh.read()
+        with open(paths.safe_join(self.root, key), "rb") as fh:
             return fh.read()
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_known", None)
+        return state
 
     def describe(self) -> dict:
         d = super().describe()

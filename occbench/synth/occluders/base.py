@@ -282,6 +282,34 @@ def check_placement(placement) -> str:
     return placement
 
 
+class _StrokeProbe(float):
+    """A stroke_min of 0.0 that records every number it is compared with (the widths of
+    ``max(width, stroke_min)``)."""
+
+    def __new__(cls):
+        probe = super().__new__(cls, 0.0)
+        probe.seen = []
+        return probe
+
+    def _record(self, other, op):
+        self.seen.append(float(other))
+        return op(float(self), other)
+
+    def __gt__(self, other):
+        return self._record(other, float.__gt__)
+
+    def __ge__(self, other):
+        return self._record(other, float.__ge__)
+
+    def __lt__(self, other):
+        return self._record(other, float.__lt__)
+
+    def __le__(self, other):
+        return self._record(other, float.__le__)
+
+    __hash__ = float.__hash__
+
+
 # ----------------------------------------------------------------------------- the transform
 
 
@@ -296,6 +324,8 @@ class Occluder:
 
     family: ClassVar[str] = ""
     SCHEMA: ClassVar[dict[str, Callable]] = {}
+    # True when ``build`` uses stroke_min only as ``max(width, stroke_min)`` with widths >= 0 (see _built)
+    STROKE_MIN_AS_FLOOR: ClassVar[bool] = False
     COMMON_SCHEMA: ClassVar[dict[str, Callable]] = {
         "jitter": v_dict(JITTER_SCHEMA),
         "relight": v_number(0.0, 1.0),
@@ -320,13 +350,30 @@ class Occluder:
         raise NotImplementedError
 
     def _built(self, v: dict, stroke_min: float):
-        """``build`` memoised on (v, stroke_min): get_params and render reuse one geometry."""
-        key = (json.dumps(v, sort_keys=True), float(stroke_min))
+        """``build`` memoised on (v, stroke_min): get_params and render reuse one geometry.
+
+        With ``STROKE_MIN_AS_FLOOR`` the stroke_min=0 build records the widths its ``max(width,
+        stroke_min)`` calls saw; a later stroke_min no larger than all of them gives the very same
+        geometry, so that build is reused instead of run again."""
+        vkey = json.dumps(v, sort_keys=True)
+        key = (vkey, float(stroke_min))
         cache = self.__dict__.setdefault("_build_cache", {})
         if key not in cache:
+            floors = self.__dict__.setdefault("_build_floor", {})
+            zero = (vkey, 0.0)
+            if self.STROKE_MIN_AS_FLOOR and key != zero and zero in cache and stroke_min <= floors.get(zero, -1.0):
+                built = cache[zero]
+            elif self.STROKE_MIN_AS_FLOOR and key == zero:
+                probe = _StrokeProbe()
+                built = self.build(v, probe)
+                floors[zero] = min(probe.seen, default=math.inf)
+            else:
+                built = self.build(v, stroke_min)
             if len(cache) >= 8:
-                cache.pop(next(iter(cache)))
-            cache[key] = self.build(v, stroke_min)
+                old = next(iter(cache))
+                cache.pop(old)
+                floors.pop(old, None)
+            cache[key] = built
         return cache[key]
 
     # -- public API
@@ -470,25 +517,22 @@ class Occluder:
             a = cov * np.float32(part.alpha)
             if not (a > 0).any():
                 continue
-            ys, xs = np.mgrid[wy0:wy1, wx0:wx1].astype(np.float64)
-            xs += origin[0]
-            ys += origin[1]
-            u = minv[0, 0] * xs + minv[0, 1] * ys + minv[0, 2]
-            vv = minv[1, 0] * xs + minv[1, 1] * ys + minv[1, 2]
-            if part.fill.get("kind") == "solid":
-                col = F.texture_rgb(part.fill, u, vv, pixel)
-            else:  # textures shared by several parts (a hand's skin) are evaluated once over the ROI
-                if id(part.fill) not in textures:
-                    fy, fx = np.mgrid[0:h, 0:w].astype(np.float64)
-                    fx += origin[0]
-                    fy += origin[1]
-                    textures[id(part.fill)] = F.texture_rgb(
-                        part.fill, minv[0, 0] * fx + minv[0, 1] * fy + minv[0, 2],
-                        minv[1, 0] * fx + minv[1, 1] * fy + minv[1, 2], pixel) \
-                        if sum(1 for q in parts if q.fill is part.fill) > 1 else None
-                full = textures[id(part.fill)]
-                col = full[wy0:wy1, wx0:wx1] if full is not None else F.texture_rgb(part.fill, u, vv, pixel)
-            shade = F.shade_factor(part.shade, u, vv)
+            solid_fill = part.fill.get("kind") == "solid"
+            if solid_fill and not part.shade:  # a flat colour needs no model coordinates
+                col = F.texture_rgb(part.fill, np.empty((wy1 - wy0, wx1 - wx0)), None, pixel)
+                shade = 1.0
+            else:
+                u, vv = _model_coords(minv, origin, wx0, wy0, wx1, wy1)
+                if solid_fill:
+                    col = F.texture_rgb(part.fill, u, vv, pixel)
+                else:  # textures shared by several parts (a hand's skin) are evaluated once over the ROI
+                    if id(part.fill) not in textures:
+                        textures[id(part.fill)] = F.texture_rgb(part.fill, *_model_coords(minv, origin, 0, 0, w, h),
+                                                                pixel) \
+                            if sum(1 for q in parts if q.fill is part.fill) > 1 else None
+                    full = textures[id(part.fill)]
+                    col = full[wy0:wy1, wx0:wx1] if full is not None else F.texture_rgb(part.fill, u, vv, pixel)
+                shade = F.shade_factor(part.shade, u, vv)
             col = col * (shade[..., None] if isinstance(shade, np.ndarray) else np.float32(shade))
             F.composite_over(rgb[wy0:wy1, wx0:wx1], alpha[wy0:wy1, wx0:wx1], col, a)
 
@@ -515,6 +559,15 @@ class Occluder:
                 raise ConfigError(f"mask shape {mask.shape[:2]} does not match the image size {alpha.shape}")
             out[np.asarray(mask).reshape(alpha.shape) > 0] = 255
         return out
+
+
+def _model_coords(minv: np.ndarray, origin, x0: int, y0: int, x1: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+    """Model coordinates (u, v), float64 (y1-y0, x1-x0), of the canvas pixels [x0, x1) x [y0, y1)."""
+    xs = (np.arange(x0, x1, dtype=np.float64) + origin[0])[None, :]
+    ys = (np.arange(y0, y1, dtype=np.float64) + origin[1])[:, None]
+    u = minv[0, 0] * xs + minv[0, 1] * ys + minv[0, 2]
+    v = minv[1, 0] * xs + minv[1, 1] * ys + minv[1, 2]
+    return u, v
 
 
 def _check_image(image) -> np.ndarray:

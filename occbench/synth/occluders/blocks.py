@@ -30,6 +30,7 @@ def _regions(name, key, val):
 
 
 class _Block(Occluder):
+    STROKE_MIN_AS_FLOOR = True  # build uses stroke_min only as max(width, stroke_min)
     SCHEMA = {"size": v_number(1.0, 500.0), "aspect": v_range(0.05, 20.0), "regions": _regions}
 
     def sample_fill(self, rng) -> dict:

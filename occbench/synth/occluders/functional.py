@@ -7,6 +7,8 @@ integer centre (OpenCV convention); colours are RGB floats in 0..255; coverage/a
 """
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -121,10 +123,11 @@ def window(polys, origin, shape_hw) -> tuple[int, int, int, int] | None:
     """Canvas-pixel box (x0, y0, x1, y1) that holds the polygons, clipped to the canvas; None if outside."""
     pts = np.vstack([np.asarray(p, np.float64).reshape(-1, 2) for p in polys]) - origin
     h, w = shape_hw
-    x0 = max(int(np.floor(pts[:, 0].min())) - 1, 0)
-    y0 = max(int(np.floor(pts[:, 1].min())) - 1, 0)
-    x1 = min(int(np.ceil(pts[:, 0].max())) + 2, w)
-    y1 = min(int(np.ceil(pts[:, 1].max())) + 2, h)
+    (lx, ly), (hx, hy) = pts.min(0), pts.max(0)
+    x0 = max(math.floor(lx) - 1, 0)
+    y0 = max(math.floor(ly) - 1, 0)
+    x1 = min(math.ceil(hx) + 2, w)
+    y1 = min(math.ceil(hy) + 2, h)
     return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
 
 
@@ -144,10 +147,11 @@ def polygon_coverage(shape_hw: tuple[int, int], polys, origin=(0.0, 0.0), ss: in
         p = np.asarray(poly, np.float64).reshape(-1, 2) - (ox, oy)
         if len(p) < 3 or not np.all(np.isfinite(p)):
             continue
-        x0 = max(int(np.floor(p[:, 0].min())) - 1, 0)
-        y0 = max(int(np.floor(p[:, 1].min())) - 1, 0)
-        x1 = min(int(np.ceil(p[:, 0].max())) + 2, w)
-        y1 = min(int(np.ceil(p[:, 1].max())) + 2, h)
+        (lx, ly), (hx, hy) = p.min(0), p.max(0)
+        x0 = max(math.floor(lx) - 1, 0)
+        y0 = max(math.floor(ly) - 1, 0)
+        x1 = min(math.ceil(hx) + 2, w)
+        y1 = min(math.ceil(hy) + 2, h)
         if x1 <= x0 or y1 <= y0:
             continue
         # image coord x -> fine-grid coord (x + 0.5) * f - 0.5 (fine pixel centres)
@@ -167,11 +171,13 @@ def polygon_coverage(shape_hw: tuple[int, int], polys, origin=(0.0, 0.0), ss: in
 
 def composite_over(dst_rgb: np.ndarray, dst_a: np.ndarray, rgb, a: np.ndarray) -> None:
     """In place: paint (rgb, a) over (dst_rgb, dst_a) (non-premultiplied 'over')."""
-    a3 = a[..., None]
-    new_a = a + dst_a * (1.0 - a)
-    num = np.asarray(rgb, np.float32) * a3 + dst_rgb * (dst_a * (1.0 - a))[..., None]
-    safe = np.where(new_a > 1e-6, new_a, 1.0)[..., None]
-    dst_rgb[...] = np.where(new_a[..., None] > 1e-6, num / safe, dst_rgb)
+    keep = dst_a * (1.0 - a)  # the destination's remaining weight
+    new_a = a + keep
+    num = np.asarray(rgb, np.float32) * a[..., None]
+    num += dst_rgb * keep[..., None]
+    ok = new_a > 1e-6
+    np.divide(num, np.where(ok, new_a, np.float32(1.0))[..., None], out=num)
+    np.copyto(dst_rgb, num, where=ok[..., None])
     dst_a[...] = new_a
 
 

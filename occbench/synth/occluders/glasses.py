@@ -27,6 +27,7 @@ def _lens_schema(name, key, val):
 
 
 class _Glasses(Occluder):
+    STROKE_MIN_AS_FLOOR = True  # build uses stroke_min only as max(width, stroke_min)
     SCHEMA = {
         "styles": v_weights(),
         "shapes": lambda n, k, val: {s: _lens_schema(n, f"{k}.{s}", spec) for s, spec in _mapping(n, k, val).items()},

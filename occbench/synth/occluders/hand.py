@@ -39,6 +39,7 @@ def _fingers(name, key, val):
 
 @FAMILIES.register("hand")
 class Hand(Occluder):
+    STROKE_MIN_AS_FLOOR = True  # build uses stroke_min only as max(width, stroke_min)
     family = "hand"
     SCHEMA = {"skin_tones": v_palette, "palm": v_points(4), "fingers": _fingers, "thumb": v_dict(
         {"base": v_point, "tip": v_point, "width": v_number(1.0, 60.0)}), "wrist": v_dict(

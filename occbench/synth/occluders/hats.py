@@ -25,6 +25,7 @@ def _soft_shadow(edge: np.ndarray, depth: float, strength: float, steps: int = 4
 class Cap(Occluder):
     """Baseball cap: panelled crown, button, visor whose lower edge reaches the brows/eyes."""
 
+    STROKE_MIN_AS_FLOOR = True  # build uses stroke_min only as max(width, stroke_min)
     family = "cap"
     SCHEMA = {"crown": v_points(4), "visor": v_points(4), "anchor": v_point, "drop": v_range(-40.0, 40.0),
               "colours": v_palette, "visor_shadow": v_number(0.0, 1.0), "shading": v_number(0.0, 0.8)}
@@ -68,6 +69,7 @@ class Cap(Occluder):
 class Hat(Occluder):
     """Wide-brim hat (fedora / sun hat): crown with a band, brim as a flat ellipse across the forehead."""
 
+    STROKE_MIN_AS_FLOOR = True  # build uses stroke_min only as max(width, stroke_min)
     family = "hat"
     SCHEMA = {"crown": v_points(4), "brim": v_points(4), "band": v_range(0.0, 30.0), "anchor": v_point,
               "drop": v_range(-40.0, 40.0), "colours": v_palette, "band_colours": v_palette,

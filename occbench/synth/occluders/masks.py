@@ -49,6 +49,7 @@ def _cylinder(cfg) -> dict:
 class SurgicalMask(Occluder):
     """Pleated disposable mask: coloured body, hem, 2-4 pleats, optional ear loops."""
 
+    STROKE_MIN_AS_FLOOR = True  # build uses stroke_min only as max(width, stroke_min)
     family = "surgical_mask"
     SCHEMA = {**_SHAPE_SCHEMA, "colours": v_palette, "pleats": v_range(0, 6, integer=True),
               "pleat_band": v_range(0.0, 140.0), "hem_width": v_number(0.0, 10.0)}
@@ -83,6 +84,7 @@ class SurgicalMask(Occluder):
 class Respirator(Occluder):
     """KN95 (folded, centre seam, heat-sealed rim) or N95 cup with straps, nose clip, optional valve."""
 
+    STROKE_MIN_AS_FLOOR = True  # build uses stroke_min only as max(width, stroke_min)
     family = "respirator"
     SCHEMA = {**_SHAPE_SCHEMA, "colours": v_palette, "strap_colours": v_palette,
               "styles": v_weights(("kn95", "cup")), "cup_outline": v_points(4), "valve": v_number(0.0, 1.0),
@@ -138,6 +140,7 @@ class Respirator(Occluder):
 class ClothMask(Occluder):
     """Fitted fabric mask with a centre seam and a procedural textile (stripes/checks/dots/plaid/fabric)."""
 
+    STROKE_MIN_AS_FLOOR = True  # build uses stroke_min only as max(width, stroke_min)
     family = "cloth_mask"
     SCHEMA = {**_SHAPE_SCHEMA, "colours": v_palette, "textures": v_weights(TEXTURE_KINDS),
               "texture_period": v_range(0.5, 60.0)}

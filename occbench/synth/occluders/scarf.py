@@ -16,6 +16,7 @@ from .base import (FAMILIES, TEXTURE_KINDS, Occluder, Part, sample_texture, smoo
 
 @FAMILIES.register("scarf")
 class Scarf(Occluder):
+    STROKE_MIN_AS_FLOOR = True  # build uses stroke_min only as max(width, stroke_min)
     family = "scarf"
     SCHEMA = {"top_range": v_range(0.0, 112.0), "sag": v_range(0.0, 40.0), "x_extent": v_range(-100.0, 212.0),
               "bottom": v_number(60.0, 400.0), "folds": v_range(0, 6, integer=True), "anchor": v_point,
