@@ -37,3 +37,4 @@ def test_proof_script_runs_and_clean_beats_occluded(lfw_root, tmp_path, monkeypa
     assert ident["clean"]["metrics"]["rank1"] > ident["N-O"]["metrics"]["rank1"]
     assert (out / "leaderboard.csv").is_file() and (out / "leaderboard.md").is_file()
     assert list(model_dir.glob("*.png")), "plots are written beside the results"
+    assert "| clean |" in (out / "proof_table.md").read_text()

@@ -90,7 +90,7 @@ def _summary(res: dict) -> str:
         "rank1", "rank5", "tpir_at_fpir_1e-2")
     n_key = "n_pairs" if kind == "verification" else "n_probes"
     width = max(len(v) for v in res["variants"]) + 2
-    cw = [len(c) + 2 for c in cols]
+    cw = [max(len(c), 6) + 2 for c in cols]  # "100.00" is 6 wide; keep a gap
     lines = [f"{res['model']['name']} on {res['protocol']['name']} (hash {res['protocol']['hash']}): "
              f"{main['variant']} {main['metric']} = {_fmt(main['value'])}",
              f"{'variant':<{width}}" + "".join(f"{c:>{w}}" for c, w in zip(cols, cw)) + f"{'n':>7}{'fte':>6}"]
