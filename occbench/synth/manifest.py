@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import DataNotFoundError
-from ..io.atomic import atomic_write_table
+from ..io.atomic import _json_default, atomic_write_table
 
 STATUSES = ("ok", "clean", "noface", "error")
 
@@ -152,16 +152,6 @@ class RowLog:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _json_default(o):
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
 def to_json(obj) -> str:
