@@ -102,12 +102,7 @@ class CleanLandmarks:
         return FaceLandmarks(pts, source=r["source"] or "file")
 
     def failure(self, key: str) -> str | None:
-        r = self.rows.get(key)
-        if r is None:
-            return "no landmarks"
-        if r["status"] == "ok":
-            return None
-        return f"landmarks {r['status']}: {r['reason']}" if r["reason"] else f"landmarks {r['status']}"
+        return _row_failure(self.rows.get(key), "landmarks", missing="no landmarks")
 
 
 def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path, data_root: Path | None,
@@ -209,12 +204,7 @@ class OccludedSet:
         self._root = os.path.realpath(self.out)
 
     def failure(self, key: str) -> str | None:
-        r = self.rows.get(key)
-        if r is None:
-            return "not in the synth manifest"
-        if r["status"] == "ok":
-            return None
-        return f"occlusion {r['status']}: {r['reason']}" if r["reason"] else f"occlusion {r['status']}"
+        return _row_failure(self.rows.get(key), "occlusion", missing="not in the synth manifest")
 
     def area(self, key: str) -> float:
         r = self.rows.get(key)
@@ -270,3 +260,12 @@ def synthesize(protocol: Protocol, task: Task, keys: list[str], landmarks_table:
                           "status_counts": summary.status_counts, "resumed": summary.resumed,
                           "processed": summary.processed, "seconds": round(time.perf_counter() - t0, 3)}
     return sets, info
+
+
+def _row_failure(row: dict | None, stage: str, *, missing: str) -> str | None:
+    """None for an ok row, else the reason a landmarks/synth row cannot be used."""
+    if row is None:
+        return missing
+    if row["status"] == "ok":
+        return None
+    return f"{stage} {row['status']}: {row['reason']}" if row["reason"] else f"{stage} {row['status']}"
