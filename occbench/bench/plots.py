@@ -27,6 +27,18 @@ def _title(results: dict) -> str:
     return f"{results['model']['name']} on {results['protocol']['name']}"
 
 
+def _style(ax, title: str, legend_loc: str) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc=legend_loc)
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_roc(curves: dict, path: Path, title: str, modes: list[str]) -> Path:
     """One panel per occlusion mode (clean as the reference in each); FAR on a log axis."""
     plt = _plt()
@@ -46,13 +58,9 @@ def plot_roc(curves: dict, path: Path, title: str, modes: list[str]) -> Path:
         ax.set_ylim(0, 1.01)
         ax.set_xlabel("false accept rate")
         ax.set_ylabel("true accept rate")
-        ax.set_title(f"{title}: {mode}" if mode != "clean" else title, fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        _style(ax, f"{title}: {mode}" if mode != "clean" else title, "lower right")
     fig.subplots_adjust(left=0.07 if len(panels) > 1 else 0.11, right=0.98, bottom=0.11, top=0.92, wspace=0.18)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_cmc(curves: dict, path: Path, title: str) -> Path:
@@ -66,13 +74,9 @@ def plot_cmc(curves: dict, path: Path, title: str) -> Path:
     ax.set_xlabel("rank")
     ax.set_ylabel("identification rate (mated probes)")
     ax.set_ylim(0, 1.01)
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    _style(ax, title, "lower right")
     fig.subplots_adjust(left=0.12, right=0.97, bottom=0.11, top=0.92)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_area(areas: dict, path: Path, title: str) -> Path:
@@ -100,13 +104,9 @@ def plot_area(areas: dict, path: Path, title: str) -> Path:
     ax.set_xlabel("occluded fraction of the face frame (bin; numbers = pairs)")
     ax.set_ylabel("verification accuracy")
     ax.set_ylim(0, 1.02)
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    _style(ax, title, "best")
     fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.92)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_cells(cells: dict, path: Path, title: str, min_n: int = 5) -> Path:
@@ -136,9 +136,7 @@ def plot_cells(cells: dict, path: Path, title: str, min_n: int = 5) -> Path:
     fig.suptitle(f"{title}: accuracy change (pp) when a face-frame cell is occluded "
                  f"(uncoloured: < {min_n} pairs)", fontsize=10)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="percentage points vs clean, same pairs")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def make_plots(results: dict, curves: dict, prefix: Path) -> list[Path]:
