@@ -406,3 +406,23 @@ def test_lfw_occ_real_subset(lfw_root, tmp_path):
     assert all(e["n_pairs"] == 40 for e in v.values())
     assert v["N-O"]["occlusion"]["area"]["mean_area_frac"] > 0.1
     assert res["synth"]["by-occluder"]["status_counts"].get("ok", 0) > 0
+
+
+def test_alignment_memo_round_trips_and_merges(tmp_path):
+    from occbench.bench.evaluate import AlignmentMemo
+    from occbench.recognizers.extract import EmbeddingCache
+
+    cache = EmbeddingCache(tmp_path)
+    five = np.arange(10, dtype=np.float64).reshape(5, 2)
+    a = AlignmentMemo(cache, "fp1")
+    assert a.get(b"img-a", five) is None
+    a.add(b"img-a", five, np.eye(2, 3))
+    b = AlignmentMemo(cache, "fp1")  # another run, started before a saved
+    b.add(b"img-b", five, 2 * np.eye(2, 3))
+    a.save()
+    b.save()  # merges a's entry instead of dropping it
+    c = AlignmentMemo(cache, "fp1")
+    assert np.array_equal(c.get(b"img-a", five), np.eye(2, 3))
+    assert np.array_equal(c.get(b"img-b", five), 2 * np.eye(2, 3))
+    assert c.get(b"img-a", five + 1) is None  # other landmarks: another entry
+    assert AlignmentMemo(cache, "fp2").get(b"img-a", five) is None  # per recognizer

@@ -71,7 +71,11 @@ class _Timer:
 
 def _alignments(recognizer, task: Task, keys: list[str], lms: CleanLandmarks, cache, phash: str,
                 progress: bool) -> tuple[np.ndarray, list[str], list[str], bool]:
-    """(M (N,2,3) float64, NaN where none; reasons; stages; from cache?) for the clean images."""
+    """(M (N,2,3) float64, NaN where none; reasons; stages; from cache?) for the clean images.
+
+    Besides the per-protocol entry, successful alignments are memoised per image content (sha256 of
+    the image bytes and its five points) for this recognizer, so other protocols on the same images
+    (lfw, lfw-occ, lfw-occ-id) reuse them instead of running a face detector again."""
     from ..io.images import decode_rgb
     from ..recognizers.extract import CacheKey
 
@@ -81,6 +85,7 @@ def _alignments(recognizer, task: Task, keys: list[str], lms: CleanLandmarks, ca
     if hit is not None:
         arr, meta = hit
         return arr, meta["reasons"], meta["stages"], True
+    memo = AlignmentMemo(cache, recognizer.fingerprint())
     n = len(keys)
     ms = np.full((n, 2, 3), np.nan)
     reasons, stages = [""] * n, [""] * n
@@ -94,8 +99,14 @@ def _alignments(recognizer, task: Task, keys: list[str], lms: CleanLandmarks, ca
         if five is None:
             reasons[i], stages[i] = lms.failure(k), "landmarks"
             continue
+        m = None
         try:
-            m = recognizer.alignment_transform(decode_rgb(task.read_bytes(k)), five)
+            data = task.read_bytes(k)
+            m = memo.get(data, five)
+            if m is None:
+                m = recognizer.alignment_transform(decode_rgb(data), five)
+                if m is not None:
+                    memo.add(data, five, m)
         except Exception as e:  # noqa: BLE001 - recorded per image
             m, reasons[i] = None, f"{type(e).__name__}: {e}"
         if m is None:
@@ -103,8 +114,51 @@ def _alignments(recognizer, task: Task, keys: list[str], lms: CleanLandmarks, ca
             stages[i] = "alignment"
             continue
         ms[i] = np.asarray(m, np.float64)
+    memo.save()
     cache.put(key, ms, {"reasons": reasons, "stages": stages})
     return ms, reasons, stages, False
+
+
+class AlignmentMemo:
+    """Per-recognizer table image-content digest -> 2x3 alignment, kept in the embedding cache as one
+    structured array (no pickle). Saving merges with what another run may have added meanwhile."""
+
+    DTYPE = np.dtype([("digest", "u1", (32,)), ("m", "<f8", (2, 3))])
+
+    def __init__(self, cache, fingerprint: str):
+        from ..recognizers.extract import CacheKey
+
+        self.cache, self.key = cache, CacheKey(fingerprint, "alignments", "by-content")
+        self.table = self._load()
+        self.new: dict[bytes, np.ndarray] = {}
+
+    def _load(self) -> dict[bytes, np.ndarray]:
+        hit = self.cache.get(self.key)
+        if hit is None or hit[0].dtype != self.DTYPE:
+            return {}
+        return {r["digest"].tobytes(): np.array(r["m"]) for r in hit[0]}
+
+    @staticmethod
+    def digest(data: bytes, five) -> bytes:
+        pts = getattr(five, "five", five)  # FaceLandmarks or (5, 2) points
+        return hashlib.sha256(data + np.ascontiguousarray(pts, np.float64).tobytes()).digest()
+
+    def get(self, data: bytes, five) -> np.ndarray | None:
+        d = self.digest(data, five)
+        return self.new.get(d, self.table.get(d))
+
+    def add(self, data: bytes, five, m) -> None:
+        self.new[self.digest(data, five)] = np.asarray(m, np.float64)
+
+    def save(self) -> None:
+        if not self.new:
+            return
+        table = {**self._load(), **self.new}
+        arr = np.empty(len(table), self.DTYPE)
+        for i, (d, m) in enumerate(sorted(table.items())):
+            arr[i] = (np.frombuffer(d, np.uint8), m)
+        self.cache.put(self.key, arr, {"entries": len(arr)})
+        self.table, self.new = table, {}
 
 
 # ----------------------------------------------------------------------------------- embeddings
