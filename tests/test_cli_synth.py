@@ -146,3 +146,16 @@ def test_preview_overlay_marks_the_mask(src, tmp_path):
     mask[:2] = 255
     o = overlay(img, mask)
     assert (o[2:] == 100).all() and (o[:2, :, 0] > 150).all() and (o[:2, :, 1] < 60).all()
+
+
+def test_synth_bank_option(runner, src, tmp_path):
+    out = tmp_path / "out"
+    res = runner.invoke(cli, ["synth", "--src", str(src), "--out", str(out), "--occluders", "surgical_mask",
+                              "--bank", "3", "--no-progress", "--seed", "5"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "synth.json").read_text())
+    assert meta["config"]["bank"] == 3 and meta["occluders"]["surgical_mask"]["config"]["bank_seed"] == 5
+    ok = read_manifest(out).query("status == 'ok'")
+    assert {json.loads(p)["bank_index"] for p in ok["params"]} <= {0, 1, 2}
+    bad = runner.invoke(cli, ["synth", "--src", str(src), "--out", str(tmp_path / "x"), "--bank", "-2"])
+    assert bad.exit_code == 2 and "--bank" in bad.output

@@ -187,6 +187,67 @@ def test_same_bytes_in_a_fresh_process():
         assert hashlib.sha256(res.image.tobytes()).hexdigest() == h, n
 
 
+# ----------------------------------------------------------------------------- sprites and the variation bank
+
+
+@pytest.mark.parametrize("name", ["surgical_mask", "hand", "rgba_mug"])
+def test_output_does_not_depend_on_what_was_drawn_before(name):
+    """Sprites are cached per occluder: a warm cache must give the bytes a fresh occluder gives."""
+    warm = create_occluder(name, bank=3)
+    for seed in range(12):  # fill the sprite cache with other draws
+        warm(face112(seed), TEMPLATE, rng=rng_for(seed, "fill"), scale=1.0 + 0.25 * (seed % 4))
+    for seed in (5, 99):
+        a = warm(face112(seed), TEMPLATE, rng=rng_for(seed, name), scale=1.5)
+        b = create_occluder(name, bank=3)(face112(seed), TEMPLATE, rng=rng_for(seed, name), scale=1.5)
+        assert np.array_equal(a.image, b.image) and np.array_equal(a.mask, b.mask)
+        assert a.params == b.params
+
+
+def test_a_sprite_window_equals_the_same_window_of_the_whole_sprite(monkeypatch):
+    """Huge layers are drawn only where they land in the image; the pixels must be the same."""
+    from occbench.synth.occluders import base
+
+    occ = create_occluder("block_solid")
+    img = np.zeros((300, 300, 3), np.uint8)
+    five = ARCFACE_112 * 2.5 + 10
+    params = occ.get_params(rng_for(3), img.shape, five, scale=2.0)
+    whole, to_model = occ.sprite(params["vars"], params, params["roi"])
+    monkeypatch.setattr(base, "SPRITE_MAX_PX", 16)
+    fresh = create_occluder("block_solid")
+    part, part_to_model = fresh.sprite(params["vars"], params, [100, 100, 140, 130])
+    assert part.shape[0] < whole.shape[0] or part.shape[1] < whole.shape[1]
+    dx = round((part_to_model[0, 2] - to_model[0, 2]) * params["level"])
+    dy = round((part_to_model[1, 2] - to_model[1, 2]) * params["level"])
+    h, w = part.shape[:2]
+    inner = (slice(2, h - 2), slice(2, w - 2))  # fill of the window's edge pixels may see clipped polygons
+    assert np.array_equal(part[inner], whole[dy:dy + h, dx:dx + w][inner])
+
+
+def test_bank_draws_come_from_a_fixed_set_that_depends_on_the_seed():
+    occ = create_occluder("cloth_mask", bank=4, bank_seed=11)
+    seen = {json.dumps(occ.get_params(rng_for(i), (112, 112), None)["vars"], sort_keys=True) for i in range(60)}
+    assert len(seen) == 4
+    again = create_occluder("cloth_mask", bank=4, bank_seed=11)
+    for i in (59, 3, 17):  # another order of first use gives the same bank entries
+        p, q = occ.get_params(rng_for(i), (112, 112), None), again.get_params(rng_for(i), (112, 112), None)
+        assert p == q and p["bank_index"] is not None
+    other = create_occluder("cloth_mask", bank=4, bank_seed=12)
+    assert {json.dumps(other.get_params(rng_for(i), (112, 112), None)["vars"], sort_keys=True)
+            for i in range(60)} != seen
+    fresh = create_occluder("cloth_mask")  # bank 0: every image its own choices
+    assert len({json.dumps(fresh.get_params(rng_for(i), (112, 112), None)["vars"]) for i in range(20)}) == 20
+    assert fresh.describe()["config"]["bank"] == 0 and occ.describe()["config"]["bank"] == 4
+
+
+def test_sprite_level_is_the_next_power_of_sqrt2():
+    from occbench.synth.occluders.base import sprite_level
+
+    for t in (0.3, 0.99, 1.0, 1.01, 1.5, 2.0, 3.7, 11.0):
+        lv = sprite_level(t)
+        assert t <= lv * (1 + 1e-9) and lv / math.sqrt(2) < t
+        assert abs(math.log2(lv) * 2 - round(math.log2(lv) * 2)) < 1e-9
+
+
 # ----------------------------------------------------------------------------- semantics of anchored placement
 
 

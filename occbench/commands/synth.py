@@ -63,6 +63,10 @@ def _read_keys(path: Path) -> tuple[str, ...]:
               help="anchored: fit to the landmarks; free: centre uniform over the face frame (FROM).")
 @click.option("--scales", default="1.0", show_default=True, callback=_scales_option, metavar="SPEC",
               help="Occluder scales: start:step:stop (inclusive, e.g. 1.0:0.5:5) or a list (1,1.5,2).")
+@click.option("--bank", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Draw each occluder's look (colours, shape, texture) from a fixed bank of N per occluder, built "
+                   "from --seed; placement, scale, fit jitter and relighting stay per image. Cached drawings make "
+                   "large runs several times faster. 0: a fresh look for every image.")
 @click.option("--per-scale", is_flag=True, help="One output per scale (OccLFW-style) instead of one random scale.")
 @click.option("--per-occluder", is_flag=True, help="One output per occluder instead of one random occluder.")
 @click.option("--clean-ratio", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
@@ -86,7 +90,7 @@ def _read_keys(path: Path) -> tuple[str, ...]:
 @click.option("--list-occluders", is_flag=True, is_eager=True, expose_value=False,
               callback=lambda ctx, p, v: _list_occluders(ctx) if v else None,
               help="List the available occluders and exit.")
-def synth(src, out, landmarks, landmarks_file, occluders, occluders_dir, placement, scales, per_scale,
+def synth(src, out, landmarks, landmarks_file, occluders, occluders_dir, placement, scales, bank, per_scale,
           per_occluder, clean_ratio, k, seed, jobs, limit, keys_file, jpeg_quality, data_root, overwrite,
           allow_unsafe_pickle, no_progress):
     """Synthesize occluded faces: images, masks, FROM pattern labels and a manifest.
@@ -103,7 +107,7 @@ def synth(src, out, landmarks, landmarks_file, occluders, occluders_dir, placeme
     Examples:
       occbench synth --src ../shared/realdata/lfw-guesswho/lfw --out occlfw --limit 50
       occbench synth --src lfw --data-root ~/data --out occlfw --per-scale --scales 1.0:0.5:2 -j 4
-      occbench synth --src casia --out occwebface --placement free --clean-ratio 0.333 -j 8
+      occbench synth --src casia --out occwebface --placement free --clean-ratio 0.333 --bank 256 -j 8
       occbench synth --src aligned/ --out occ --occluders surgical_mask,sunglasses --per-occluder
       occbench synth --src lfw --out occ2 --landmarks-file occlfw/landmarks.parquet
     """
@@ -117,8 +121,8 @@ def synth(src, out, landmarks, landmarks_file, occluders, occluders_dir, placeme
     cfg = SynthConfig(
         src=src, out=str(out), landmarks=landmarks, landmarks_file=str(landmarks_file) if landmarks_file else None,
         occluders=occluders, occluders_dir=str(occluders_dir) if occluders_dir else None, placement=placement,
-        scales=scales, per_scale=per_scale, per_occluder=per_occluder, clean_ratio=clean_ratio, k=k, seed=seed,
-        limit=limit, keys=_read_keys(keys_file) if keys_file else None,
+        scales=scales, bank=bank, per_scale=per_scale, per_occluder=per_occluder, clean_ratio=clean_ratio, k=k,
+        seed=seed, limit=limit, keys=_read_keys(keys_file) if keys_file else None,
         data_root=str(data_root) if data_root else None, jpeg_quality=jpeg_quality, jobs=jobs,
         overwrite=overwrite, allow_unsafe_pickle=allow_unsafe_pickle)
     summary = run_synth(cfg, progress=not no_progress)

@@ -11,6 +11,8 @@ class ImageDecodeError(OccbenchError):
     """Bytes that are not a decodable image (corrupt, truncated, empty)."""
 
 
+# OpenCV >= 4.10 decodes straight to RGB (the same pixels as BGR + cvtColor, one pass less)
+_IMREAD = getattr(cv2, "IMREAD_COLOR_RGB", cv2.IMREAD_COLOR)
 _SIGNATURES = {b"\xff\xd8\xff": "jpg", b"\x89PNG": "png", b"BM": "bmp", b"RIFF": "webp"}
 
 
@@ -30,10 +32,10 @@ def decode_rgb(data: bytes) -> np.ndarray:
         raise ImageDecodeError("not a recognised image format")
     if fmt == "jpg" and b"\xff\xd9" not in data[-64:]:
         raise ImageDecodeError("truncated JPEG (no end-of-image marker)")
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), _IMREAD)
     if arr is None:
         raise ImageDecodeError(f"corrupt {fmt} data")
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB) if _IMREAD == cv2.IMREAD_COLOR else arr
 
 
 def encode(image_rgb: np.ndarray, fmt: str = "png", jpeg_quality: int = 95) -> bytes:

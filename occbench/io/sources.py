@@ -91,6 +91,17 @@ def _key(item: SourceItem | str) -> str:
     return item.key if isinstance(item, SourceItem) else str(item)
 
 
+def _read_all(fd: int) -> bytes:
+    """Read an open file to its end and close it (no file object: cheaper for many small images)."""
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------- folders ---
 
 
@@ -111,30 +122,36 @@ class TreeSource(Source):
         root = self.root
         out: list[SourceItem] = []
         skipped = 0
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            keep = []
-            for d in dirnames:
-                if d.startswith("."):
+        todo = [("", str(root))]  # (relative folder, path); scandir entries need no stat per file
+        while todo:
+            rel_dir, path = todo.pop()
+            try:
+                entries = list(os.scandir(path))
+            except OSError:  # unreadable folder: skipped, as os.walk does
+                continue
+            for e in entries:
+                name = e.name
+                if name.startswith("."):
                     continue
-                if os.path.islink(os.path.join(dirpath, d)):
-                    skipped += 1  # os.walk would not descend anyway; count it, never follow it
+                try:
+                    is_dir = e.is_dir()  # follows links, so a linked folder is seen (and counted) as one
+                except OSError:
+                    is_dir = False
+                if is_dir:
+                    if e.is_symlink():
+                        skipped += 1  # never followed
+                    else:
+                        todo.append((f"{rel_dir}/{name}" if rel_dir else name, e.path))
                     continue
-                keep.append(d)
-            dirnames[:] = sorted(keep)
-            rel_dir = Path(dirpath).relative_to(root).as_posix()
-            rel_dir = "" if rel_dir == "." else rel_dir
-            for fn in filenames:
-                fmt = IMAGE_EXTS.get(os.path.splitext(fn)[1].lower())
-                if fn.startswith(".") or fmt is None:
+                fmt = IMAGE_EXTS.get(os.path.splitext(name)[1].lower())
+                if fmt is None:
                     continue
-                full = os.path.join(dirpath, fn)
-                if os.path.islink(full):
-                    real = Path(full).resolve()
+                if e.is_symlink():
+                    real = Path(e.path).resolve()
                     if root not in real.parents or not real.is_file():
                         skipped += 1
                         continue
-                key = f"{rel_dir}/{fn}" if rel_dir else fn
-                out.append(SourceItem(key, rel_dir, fmt))
+                out.append(SourceItem(f"{rel_dir}/{name}" if rel_dir else name, rel_dir, fmt))
         out.sort(key=lambda it: it.key)
         self.skipped_links = skipped
         if out and all(not it.identity for it in out):
@@ -156,8 +173,7 @@ class TreeSource(Source):
                     if e.errno != errno.ELOOP:
                         raise
                 else:
-                    with open(fd, "rb") as fh:
-                        return fh.read()
+                    return _read_all(fd)
         with open(paths.safe_join(self.root, key), "rb") as fh:
             return fh.read()
 

@@ -297,8 +297,8 @@ def landmarks_to_row(key: str, result: LandmarkResult) -> dict:
     """One row of a landmarks table: key, x0, y0, ..., x4, y4, status, reason, source, score."""
     row: dict = {"key": str(key)}
     lm = result.landmarks
-    pts = lm.five.reshape(-1) if lm is not None else [math.nan] * 10
-    row.update({c: float(v) for c, v in zip(COORD_COLUMNS, pts)})
+    pts = np.asarray(lm.five, np.float64).reshape(-1).tolist() if lm is not None else [math.nan] * 10
+    row.update(zip(COORD_COLUMNS, pts))
     row.update(status=result.status, reason=result.reason,
                source=lm.source if lm is not None else "",
                score=float(lm.score) if lm is not None and lm.score is not None else math.nan)

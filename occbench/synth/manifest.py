@@ -49,13 +49,15 @@ COLUMNS: dict[str, str] = {
 MANIFEST_COLUMNS = tuple(COLUMNS)
 
 
+_DEFAULTS = {c: ("" if t == "str" else (math.nan if t == "float" else 0)) for c, t in COLUMNS.items()}
+_DEFAULTS["pattern"] = -1
+
+
 def empty_row(**values) -> dict:
     """A manifest row with neutral defaults, updated with ``values``."""
-    row = {c: ("" if t == "str" else (math.nan if t == "float" else 0)) for c, t in COLUMNS.items()}
-    row.update(pattern=-1)
-    unknown = set(values) - set(COLUMNS)
-    if unknown:
-        raise KeyError(f"unknown manifest columns: {sorted(unknown)}")
+    if not values.keys() <= COLUMNS.keys():
+        raise KeyError(f"unknown manifest columns: {sorted(set(values) - set(COLUMNS))}")
+    row = _DEFAULTS.copy()
     row.update(values)
     return row
 
@@ -64,7 +66,9 @@ def rows_to_frame(rows: Iterable[dict]):
     """Manifest rows -> DataFrame with the fixed column order and dtypes."""
     import pandas as pd
 
-    df = pd.DataFrame(list(rows), columns=list(MANIFEST_COLUMNS))
+    rows = list(rows)
+    cols = {c: [r.get(c, math.nan) for r in rows] for c in MANIFEST_COLUMNS}  # by column: faster than by row
+    df = pd.DataFrame(cols, columns=list(MANIFEST_COLUMNS))
     for c, t in COLUMNS.items():
         if t == "int":
             df[c] = df[c].astype(np.int64)
@@ -108,9 +112,11 @@ class RowLog:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._fh = None
+        self.records: dict[str, dict] = {}  # what the log holds: ``load()``, then every ``append``
 
     def load(self) -> dict[str, dict]:
         """Records by key (a later line for the same key wins); trims a partial last line."""
+        self.records = {}
         if not self.path.is_file():
             return {}
         data = self.path.read_bytes()
@@ -119,7 +125,7 @@ class RowLog:
             with open(self.path, "r+b") as fh:
                 fh.truncate(end)
             data = data[:end]
-        recs: dict[str, dict] = {}
+        recs = self.records
         for line in data.splitlines():
             if not line.strip():
                 continue
@@ -129,18 +135,20 @@ class RowLog:
                 continue  # a damaged line: its item is simply redone
             if isinstance(rec, dict) and "key" in rec and "rows" in rec:
                 recs[rec["key"]] = rec
-        return recs
+        return dict(recs)
 
     def append(self, records: Iterable[dict]) -> None:
-        text = "".join(json.dumps(r, sort_keys=True, allow_nan=True, default=_json_default) + "\n"
-                       for r in records)
-        if not text:
+        """Log records and keep them in ``records`` (their values equal what the log reads back)."""
+        records = list(records)
+        if not records:
             return
+        lines = [_LOG_ENCODER.encode(r) for r in records]
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "ab")
-        self._fh.write(text.encode("utf-8"))
+        self._fh.write(("\n".join(lines) + "\n").encode("utf-8"))
         self._fh.flush()
+        self.records.update((r["key"], r) for r in records)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -154,6 +162,10 @@ class RowLog:
         self.close()
 
 
+_LOG_ENCODER = json.JSONEncoder(sort_keys=True, allow_nan=True, default=_json_default)
+_COMPACT_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
 def to_json(obj) -> str:
     """Compact, key-sorted JSON used for the ``params`` / ``cells`` columns."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    return _COMPACT_ENCODER.encode(obj)

@@ -82,6 +82,7 @@ class SynthConfig:
     per_scale: bool = False
     per_occluder: bool = False
     clean_ratio: float = 0.0  # fraction of images left clean (FROM keeps 1/3)
+    bank: int = 0  # >0: each occluder draws its look from a bank of this many, built from ``seed``
     k: int = 5  # pattern grid size
     seed: int = 0
     limit: int | None = None  # first N items (after ``keys``)
@@ -121,6 +122,8 @@ class SynthConfig:
             raise ConfigError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
         if self.occluders is not None and not self.occluders:
             raise ConfigError("the occluder list is empty: name at least one (see `occbench synth --list-occluders`)")
+        if isinstance(self.bank, bool) or int(self.bank) != self.bank or int(self.bank) < 0:
+            raise ConfigError(f"bank must be an integer >= 0 (0: a fresh occluder look per image), got {self.bank!r}")
         if not 0.0 <= float(self.clean_ratio) <= 1.0:
             raise ConfigError(f"clean_ratio must be in [0, 1], got {self.clean_ratio}")
         n_patterns(self.k)  # validates K
@@ -233,6 +236,11 @@ class SynthSummary:
 # ---------------------------------------------------------------------------------- components
 
 
+def occluder_options(cfg: SynthConfig) -> dict:
+    """Per-run occluder options: the variation bank (seeded by the run's seed) when one is asked for."""
+    return {"bank": int(cfg.bank), "bank_seed": int(cfg.seed) & (2**63 - 1)} if cfg.bank else {}
+
+
 def _load_occluder_api():
     from . import occluders as occ_mod
 
@@ -314,28 +322,35 @@ _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
 @lru_cache(maxsize=16)
 def _label_tables(k: int, h: int, w: int):
-    """Cell edges and pattern geometry for K x K labels on an H x W frame (FROM's conventions)."""
+    """Tables for K x K labels on an H x W frame (FROM's cell edges): row and column cell membership
+    (k x h, w x k; float32 matmuls give exact counts below 2**24), which cells each pattern covers
+    (k*k x P), pattern and cell areas."""
     ys, xs = cell_edges(k, (h, w))
+    cells = np.arange(k)
+    rows = (np.searchsorted(ys, np.arange(h), side="right") - 1 == cells[:, None]).astype(np.float32)
+    cols = (np.searchsorted(xs, np.arange(w), side="right")[:, None] - 1 == cells).astype(np.float32)
     y0, x0, y1, x1 = enumerate_patterns(k).T
-    pattern_area = (ys[y1] - ys[y0]) * (xs[x1] - xs[x0])
+    in_y = (cells[:, None] >= y0) & (cells[:, None] < y1)  # k x P: pattern spans cell row
+    in_x = (cells[:, None] >= x0) & (cells[:, None] < x1)
+    cover = (in_y[:, None, :] & in_x[None, :, :]).reshape(k * k, -1).astype(np.float64)
+    pattern_area = ((ys[y1] - ys[y0]) * (xs[x1] - xs[x0])).astype(np.float64)
     cell_area = np.diff(ys)[:, None] * np.diff(xs)[None, :]
-    return ys[:-1], xs[:-1], (y0, x0, y1, x1), pattern_area, cell_area
+    return rows, cols, cover, pattern_area, cell_area
 
 
 def occlusion_labels(mask: np.ndarray, five: np.ndarray, k: int, frame: FaceFrame | None = None) -> dict:
     """area_frac, pattern, cells (list of K*K floats) of an occlusion mask, measured in the face frame.
 
     Same values as ``patterns.match_pattern`` / ``patterns.cell_fractions`` on the face-frame mask
-    (tested against them), computed from one pass of per-cell counts with cached tables."""
+    (tested against them): per-cell counts and per-pattern intersections are exact integer-valued
+    matrix products with cached tables."""
     fm = (frame or FaceFrame(five, mask.shape)).mask(mask)
     h, w = fm.shape
-    ys, xs, (y0, x0, y1, x1), pattern_area, cell_area = _label_tables(k, h, w)
-    counts = np.add.reduceat(np.add.reduceat(fm, ys, axis=0, dtype=np.int64), xs, axis=1, dtype=np.int64)
-    s = np.zeros((k + 1, k + 1), np.int64)
-    s[1:, 1:] = counts.cumsum(0).cumsum(1)
-    inter = s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0]
-    total = s[k, k]
-    iou = inter.astype(np.float64) / ((pattern_area + total - inter).astype(np.float64) + IOU_EPS)
+    rows, cols, cover, pattern_area, cell_area = _label_tables(k, h, w)
+    counts = (rows @ fm.astype(np.float32) @ cols).astype(np.float64)
+    total = counts.sum()
+    inter = counts.reshape(-1) @ cover
+    iou = inter / (pattern_area + total - inter + IOU_EPS)
     return {"area_frac": float(total / (h * w)), "pattern": int(np.argmax(iou)),
             "cells": (counts / cell_area).reshape(-1).tolist()}
 
@@ -357,29 +372,47 @@ class _Worker:
         occ = _load_occluder_api()
         if self.cfg.occluders_dir and source is None:
             occ.load_occluder_dir(self.cfg.occluders_dir)
-        self.occluders = {n: occ.create_occluder(n) for n in self.occ_names}
+        self.occluders = {n: occ.shared_occluder(n, **occluder_options(self.cfg)) for n in self.occ_names}
         self._zero_masks: dict[tuple[int, int], bytes] = {}
-        self._out_s, self._tmp_s, self._pid = str(self.out), str(self.tmp), os.getpid()
+        self._out_s = os.path.join(str(self.out), "")
+        # one temp file per worker, reused: a worker writes one file at a time
+        self._tmp_file = os.path.join(str(self.tmp), f"{os.getpid()}.{id(self):x}.part")
         self._made_dirs: set[str] = set()
+        self._last_frame: tuple[tuple, FaceFrame] | None = None
 
     # -- files
     def _write(self, rel: str, data: bytes) -> None:
         """Atomic replace via OUT/.synth/tmp (same filesystem). No fsync: resume needs atomicity
         against interruption (Ctrl-C, kill), which rename gives; fsync per file would dominate the cost."""
-        dest = os.path.join(self._out_s, rel)
-        parent = os.path.dirname(dest)
+        dest = self._out_s + rel
+        parent = dest[:dest.rfind("/")]  # rel is "/"-separated (output_paths)
         if parent not in self._made_dirs:
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.mkdir(parent)  # usually only the last level is new
+            except FileNotFoundError:
+                os.makedirs(parent, exist_ok=True)
+            except FileExistsError:
+                pass
             self._made_dirs.add(parent)
-        tmp = os.path.join(self._tmp_s, f"{self._pid}.{os.path.basename(dest)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fd = os.open(self._tmp_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except FileNotFoundError:  # OUT was removed under a worker kept from an earlier run
+            self._made_dirs.clear()
+            os.makedirs(os.path.dirname(self._tmp_file), exist_ok=True)
+            os.makedirs(parent, exist_ok=True)
+            fd = os.open(self._tmp_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        os.replace(tmp, dest)
+        try:
+            os.replace(self._tmp_file, dest)
+        except FileNotFoundError:  # the output folder was removed meanwhile: make it again
+            self._made_dirs.discard(parent)
+            os.makedirs(parent, exist_ok=True)
+            os.replace(self._tmp_file, dest)
 
     def _zero_mask(self, h: int, w: int) -> bytes:
         if (h, w) not in self._zero_masks:
@@ -421,7 +454,7 @@ class _Worker:
         if lm.landmarks is None:
             return {"key": key, "rows": all_rows(lm.status or "noface", lm.reason, **size), "landmarks": lm_row}
         image.flags.writeable = False  # occluders are transforms: they return new arrays
-        frame = FaceFrame(lm.landmarks.five, (h, w))
+        frame = self._frame(lm.landmarks.five, (h, w))
         rows = []
         for v, d in zip(self.variants, draws):
             row = empty_row(**base, **size, variant=v.name, seed=d["seed"], landmarks=lm.landmarks.source)
@@ -432,16 +465,23 @@ class _Worker:
             rows.append(row)
         return {"key": key, "rows": rows, "landmarks": lm_row}
 
+    def _frame(self, five: np.ndarray, size_hw: tuple[int, int]) -> FaceFrame:
+        """FaceFrame, reused while the landmarks and size repeat (aligned crops: always)."""
+        key = (np.asarray(five, np.float64).tobytes(), size_hw)
+        if self._last_frame is None or self._last_frame[0] != key:
+            self._last_frame = (key, FaceFrame(five, size_hw))
+        return self._last_frame[1]
+
     def _draws(self, key: str, v: Variant, clean: bool) -> dict:
         cfg = self.cfg
         seed = derive_seed(cfg.seed, key, v.group)
+        if clean:  # nothing is drawn for a clean image
+            return {"clean": True, "seed": seed, "rng": None, "occluder": "none", "scale": float("nan")}
         rng = np.random.default_rng(seed)
         oi = int(rng.integers(len(self.occ_names)))  # always drawn, so every variant of a group
         si = int(rng.integers(len(cfg.scales)))  # hands the occluder the same RNG state
         occ = v.occluder or self.occ_names[oi]
         scale = float(v.scale if v.scale is not None else cfg.scales[si])
-        if clean:
-            return {"clean": True, "seed": seed, "rng": rng, "occluder": "none", "scale": float("nan")}
         return {"clean": False, "seed": seed, "rng": rng, "occluder": occ, "scale": scale}
 
     def _render(self, key, fmt, data, image, landmarks, frame: FaceFrame, v: Variant, d: dict) -> dict:
@@ -452,7 +492,7 @@ class _Worker:
             self._write(image_rel, data)
             self._write(mask_rel, self._zero_mask(h, w))
             return dict(image=image_rel, mask=mask_rel, status="clean", occluder="none", scale=float("nan"),
-                        area_frac=0.0, pattern=0, cells=to_json([0.0] * (cfg.k * cfg.k)), params="{}")
+                        area_frac=0.0, pattern=0, cells=cells_json([0.0] * (cfg.k * cfg.k)), params="{}")
         res = self.occluders[d["occluder"]](image, landmarks, rng=d["rng"], scale=d["scale"],
                                             placement=cfg.placement)
         out_img = np.asarray(res.image)
@@ -468,8 +508,16 @@ class _Worker:
         self._write(image_rel, encode(out_img, fmt or "png", jpeg_quality=cfg.jpeg_quality))
         self._write(mask_rel, encode_mask_png(mask))
         return dict(image=image_rel, mask=mask_rel, status="ok", occluder=d["occluder"], scale=d["scale"],
-                    area_frac=labels["area_frac"], pattern=labels["pattern"], cells=to_json(labels["cells"]),
+                    area_frac=labels["area_frac"], pattern=labels["pattern"], cells=cells_json(labels["cells"]),
                     params=to_json(res.params))
+
+
+_float_repr = lru_cache(maxsize=1 << 15)(float.__repr__)  # cell fractions take few distinct values
+
+
+def cells_json(cells: list[float]) -> str:
+    """``to_json`` of a list of finite floats (as JSON writes them: repr), with the reprs cached."""
+    return "[" + ",".join(map(_float_repr, cells)) + "]"
 
 
 def _reason(e: BaseException) -> str:
@@ -615,7 +663,7 @@ def run_synth(cfg: SynthConfig | None = None, *, progress: bool = True, **overri
         raise ConfigError(f"--out {out} lies inside the source folder {root}; choose a folder outside it")
     occ_names = resolve_occluders(cfg)
     occ_api = _load_occluder_api()
-    occ_desc = {n: occ_api.create_occluder(n).describe() for n in occ_names}
+    occ_desc = {n: occ_api.create_occluder(n, **occluder_options(cfg)).describe() for n in occ_names}
     landmarker = make_landmarker(cfg)
     lm_desc = landmarker.describe()
     variants = plan_variants(occ_names, cfg.scales, cfg.per_scale, cfg.per_occluder)
@@ -655,7 +703,7 @@ def run_synth(cfg: SynthConfig | None = None, *, progress: bool = True, **overri
         bar.close()
         landmarker.close()
 
-    summary = _finish(cfg, out, pairs, log.load(), variants, source, occ_desc, lm_desc, lock)
+    summary = _finish(cfg, out, pairs, log.records, variants, source, occ_desc, lm_desc, lock)
     summary.resumed = resumed
     summary.processed = len(pairs) - resumed
     summary.elapsed_s = time.perf_counter() - t0
@@ -705,7 +753,10 @@ def _execute(spec, todo, cfg, source, landmarker, log: RowLog, bar) -> None:
 
 
 def _finish(cfg, out: Path, pairs, records: dict, variants, source, occ_desc, lm_desc, lock) -> SynthSummary:
-    from .landmarks import write_landmarks_table
+    import pandas as pd
+
+    from ..io.atomic import atomic_write_json, atomic_write_table
+    from .landmarks import TABLE_COLUMNS
 
     rows, lm_rows = [], []
     for key, _ in pairs:
@@ -717,8 +768,9 @@ def _finish(cfg, out: Path, pairs, records: dict, variants, source, occ_desc, lm
             lm_rows.append(rec["landmarks"])
     df = rows_to_frame(rows)
     write_manifest(df, out)
-    write_landmarks_table(lm_rows, out / "landmarks.parquet")
-    write_landmarks_table(lm_rows, out / "landmarks.csv")
+    lm_df = pd.DataFrame(lm_rows, columns=list(TABLE_COLUMNS))  # as landmarks.write_landmarks_table, built once
+    atomic_write_table(lm_df, out / "landmarks.parquet")
+    atomic_write_table(lm_df, out / "landmarks.csv")
 
     summary = SynthSummary(out=str(out), n_images=len(pairs), n_rows=len(df), variants=[v.name for v in variants])
     summary.status_counts = {s: int(n) for s, n in sorted(Counter(df["status"]).items())}
@@ -726,8 +778,6 @@ def _finish(cfg, out: Path, pairs, records: dict, variants, source, occ_desc, lm
     summary.reason_counts = {r: int(n) for r, n in sorted(Counter(bad["reason"]).items())}
     ok = df[df["status"] == "ok"]
     summary.occluder_counts = {o: int(n) for o, n in sorted(Counter(ok["occluder"]).items())}
-
-    from ..io.atomic import atomic_write_json
 
     atomic_write_json(out / "synth.json", {
         "occbench_version": __version__,

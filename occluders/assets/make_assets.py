@@ -23,25 +23,25 @@ HERE = Path(__file__).resolve().parent
 class Canvas:
     def __init__(self, w: int, h: int):
         self.h, self.w = h, w
-        self.rgb = np.zeros((h, w, 3), np.float32)
+        self.prem = np.zeros((h, w, 3), np.float32)  # premultiplied colour
         self.a = np.zeros((h, w), np.float32)
         ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
         self.u, self.v = xs, ys
 
     def paint(self, polys, colour, alpha=1.0, holes=(), shade=None, clip=()):
-        cov = F.polygon_coverage((self.h, self.w), polys, ss=4)
-        if holes:
-            cov = np.clip(cov - F.polygon_coverage((self.h, self.w), list(holes), ss=4), 0, 1)
-        if clip:
-            cov = cov * F.polygon_coverage((self.h, self.w), list(clip), ss=4)
+        cov = F.part_coverage((self.h, self.w), polys, list(holes), list(clip), (0.0, 0.0))
+        if cov is None:
+            return
         col = colour if isinstance(colour, np.ndarray) and colour.ndim == 3 else \
             np.broadcast_to(np.asarray(colour, np.float32), (self.h, self.w, 3))
         if shade is not None:
             col = col * np.asarray(shade, np.float32)[..., None]
-        F.composite_over(self.rgb, self.a, col, cov * np.float32(alpha))
+        a = cov * np.float32(alpha)
+        F.over_premultiplied(self.prem, self.a, (col * a[..., None]).astype(np.float32), a)
 
     def png(self) -> bytes:
-        rgba = np.dstack([np.clip(np.rint(self.rgb), 0, 255), np.clip(np.rint(self.a * 255), 0, 255)])
+        rgb = F.unpremultiply(self.prem, self.a)
+        rgba = np.dstack([np.clip(np.rint(rgb), 0, 255), np.clip(np.rint(self.a * 255), 0, 255)])
         rgba = rgba.astype(np.uint8)
         rgba[rgba[..., 3] == 0, :3] = 0
         bgra = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)

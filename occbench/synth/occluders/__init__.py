@@ -9,6 +9,8 @@ Definitions (geometry in the 112x112 face frame, colours, ranges) live in the to
 """
 from __future__ import annotations
 
+import json
+
 from ...errors import ConfigError
 from ...paths import resource_dir
 from . import blocks, glasses, hand, hats, masks, rgba, scarf  # noqa: F401  (registers families)
@@ -18,13 +20,28 @@ from .definitions import OCCLUDERS, OccluderFactory, load_definitions, register_
 from .rgba import FRAME_POINTS, read_asset_dir
 
 __all__ = ["OCCLUDERS", "FAMILIES", "CATEGORIES", "PLACEMENTS", "ALPHA_OCCLUDED", "MIN_SIDE_PX", "FRAME_POINTS",
-           "Occluder", "OcclusionResult", "Part", "OccluderFactory", "create_occluder", "list_occluders",
-           "load_occluder_dir"]
+           "Occluder", "OcclusionResult", "Part", "OccluderFactory", "create_occluder", "shared_occluder",
+           "list_occluders", "load_occluder_dir"]
 
 
 def create_occluder(name: str, **overrides) -> Occluder:
     """Build a registered occluder; ``overrides`` replace top-level definition keys (validated)."""
     return OCCLUDERS.get(name)(**overrides)
+
+
+_SHARED: dict[str, Occluder] = {}
+
+
+def shared_occluder(name: str, **overrides) -> Occluder:
+    """``create_occluder``, but one instance per definition per process, so that its caches (geometry,
+    sprites, bank) serve every run and worker batch in the process. Caches never change results."""
+    occ = create_occluder(name, **overrides)
+    key = json.dumps([type(occ).__name__, occ.describe()], sort_keys=True, default=str)
+    if key not in _SHARED:
+        if len(_SHARED) >= 256:
+            _SHARED.pop(next(iter(_SHARED)))
+        _SHARED[key] = occ
+    return _SHARED[key]
 
 
 def list_occluders(pattern: str = "*") -> list[str]:

@@ -113,12 +113,6 @@ def mirror_x(pts, cx: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- rasterising
 
 
-def supersampling(roi_hw: tuple[int, int]) -> int:
-    """Supersampling factor used for coverage: 4 for face-sized regions, less for huge ones."""
-    area = roi_hw[0] * roi_hw[1]
-    return 4 if area <= 700_000 else (2 if area <= 4_000_000 else 1)
-
-
 def window(polys, origin, shape_hw) -> tuple[int, int, int, int] | None:
     """Canvas-pixel box (x0, y0, x1, y1) that holds the polygons, clipped to the canvas; None if outside."""
     pts = np.vstack([np.asarray(p, np.float64).reshape(-1, 2) for p in polys]) - origin
@@ -131,68 +125,70 @@ def window(polys, origin, shape_hw) -> tuple[int, int, int, int] | None:
     return None if x1 <= x0 or y1 <= y0 else (x0, y0, x1, y1)
 
 
-def polygon_coverage(shape_hw: tuple[int, int], polys, origin=(0.0, 0.0), ss: int | None = None) -> np.ndarray:
-    """Anti-aliased area coverage (float32 0..1, ``shape_hw``) of the union of polygons.
+def part_coverage(shape_hw, polys, holes, clip, origin, ss: int = 4) -> np.ndarray | None:
+    """Anti-aliased coverage (float32 0..1) of union(polys) minus union(holes), within union(clip)
+    if given, on a canvas whose pixel (0, 0) is at ``origin``; None where nothing is covered.
 
-    ``polys`` are in image coordinates; ``origin`` is the image coordinate of canvas pixel (0, 0).
-    Coverage is exact to 1/ss^2 (each polygon filled on an ss-times finer grid, then box-averaged).
-    """
+    Polygons are filled on a ``ss``-times finer grid (ss a power of 2) and box-averaged by repeated
+    halving, so coverage is exact to 1/ss^2 of a pixel."""
     h, w = shape_hw
-    out = np.zeros((h, w), np.float32)
     if h <= 0 or w <= 0:
-        return out
-    f = ss or supersampling(shape_hw)
+        return None
+    canvas = _fine_fill(np.zeros((h * ss, w * ss), np.uint8), polys, origin, ss, 255)
+    _fine_fill(canvas, holes, origin, ss, 0)
+    if clip:
+        canvas = cv2.bitwise_and(canvas, _fine_fill(np.zeros_like(canvas), clip, origin, ss, 255))
+    while canvas.shape[0] > h:
+        canvas = cv2.resize(canvas, (canvas.shape[1] // 2, canvas.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if not canvas.any():
+        return None
+    return canvas.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+def _fine_fill(canvas: np.ndarray, polys, origin, ss: int, value: int) -> np.ndarray:
+    """Fill each polygon (canvas coords: image coords - origin) on the ss-times finer ``canvas``."""
     ox, oy = origin
     for poly in polys:
-        p = np.asarray(poly, np.float64).reshape(-1, 2) - (ox, oy)
+        p = np.asarray(poly, np.float64).reshape(-1, 2)
         if len(p) < 3 or not np.all(np.isfinite(p)):
             continue
-        (lx, ly), (hx, hy) = p.min(0), p.max(0)
-        x0 = max(math.floor(lx) - 1, 0)
-        y0 = max(math.floor(ly) - 1, 0)
-        x1 = min(math.ceil(hx) + 2, w)
-        y1 = min(math.ceil(hy) + 2, h)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        # image coord x -> fine-grid coord (x + 0.5) * f - 0.5 (fine pixel centres)
-        q = (p - (x0, y0) + 0.5) * f - 0.5
-        canvas = np.zeros(((y1 - y0) * f, (x1 - x0) * f), np.uint8)
-        q = np.clip(q, -1e5, 1e5)
-        cv2.fillPoly(canvas, [np.round(q * (1 << _SUBPIX_BITS)).astype(np.int32)], 255, cv2.LINE_8,
+        q = np.clip((p - (ox - 0.5, oy - 0.5)) * ss - 0.5, -1e5, 1e5)  # fine pixel centres
+        cv2.fillPoly(canvas, [np.round(q * (1 << _SUBPIX_BITS)).astype(np.int32)], value, cv2.LINE_8,
                      shift=_SUBPIX_BITS)
-        if f > 1:
-            small = cv2.resize(canvas, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA).astype(np.float32)
-        else:
-            small = canvas.astype(np.float32)
-        small *= np.float32(1.0 / 255.0)
-        np.maximum(out[y0:y1, x0:x1], small, out=out[y0:y1, x0:x1])
-    return out
+    return canvas
 
 
-def composite_over(dst_rgb: np.ndarray, dst_a: np.ndarray, rgb, a: np.ndarray) -> None:
-    """In place: paint (rgb, a) over (dst_rgb, dst_a) (non-premultiplied 'over')."""
-    keep = dst_a * (1.0 - a)  # the destination's remaining weight
-    new_a = a + keep
-    num = np.asarray(rgb, np.float32) * a[..., None]
-    num += dst_rgb * keep[..., None]
-    ok = new_a > 1e-6
-    np.divide(num, np.where(ok, new_a, np.float32(1.0))[..., None], out=num)
-    np.copyto(dst_rgb, num, where=ok[..., None])
-    dst_a[...] = new_a
+def over_premultiplied(dst_prem: np.ndarray, dst_a: np.ndarray, src_prem: np.ndarray, a: np.ndarray) -> None:
+    """In place: paint a premultiplied layer (src_prem, a) over (dst_prem, dst_a)."""
+    keep = np.float32(1.0) - a
+    dst_prem[...] = cv2.multiply(dst_prem, cv2.merge([keep, keep, keep])) + src_prem
+    dst_a *= keep
+    dst_a += a
 
 
-def blend_into(image: np.ndarray, roi, rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """A copy of ``image`` with the layer (rgb, alpha) over the ROI (x0, y0, x1, y1)."""
+def pack_premultiplied(prem: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Premultiplied rgb (0..255) + alpha (0..1) floats -> premultiplied RGBA uint8 (a sprite)."""
+    a255 = cv2.min(cv2.max(alpha, 0.0), 1.0) * np.float32(255.0)
+    rgb = cv2.min(cv2.max(prem, 0.0), cv2.merge([a255, a255, a255]))  # straight colour <= 255
+    r, g, b = cv2.split(rgb)
+    return np.rint(cv2.merge([r, g, b, a255])).astype(np.uint8)
+
+
+def unpremultiply(prem: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Straight colours of a premultiplied layer (0 where alpha is 0)."""
+    safe = np.where(alpha > 0, alpha, np.float32(1.0)).astype(np.float32)
+    return np.clip(prem / safe[..., None], 0, 255).astype(np.float32)
+
+
+def blend_premultiplied(image: np.ndarray, roi, prem: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """A copy of ``image`` with a premultiplied layer over the ROI: out = image * (1 - alpha) + prem."""
     out = image.copy()
     x0, y0, x1, y1 = roi
     if x1 <= x0 or y1 <= y0:
         return out
-    base = out[y0:y1, x0:x1].astype(np.float32)
-    a = alpha[..., None]
-    mixed = base * (1.0 - a) + rgb * a
-    changed = alpha > 0
-    region = out[y0:y1, x0:x1]
-    region[changed] = np.clip(np.rint(mixed[changed]), 0, 255).astype(np.uint8)
+    keep = np.float32(1.0) - alpha
+    mixed = cv2.multiply(image[y0:y1, x0:x1], cv2.merge([keep, keep, keep]), dtype=cv2.CV_32F)
+    out[y0:y1, x0:x1] = cv2.add(mixed, prem, dtype=cv2.CV_8U)  # rounds to nearest and saturates
     return out
 
 
@@ -213,6 +209,20 @@ def hash2(i: np.ndarray, j: np.ndarray, seed: int) -> np.ndarray:
     return (x >> np.uint32(8)).astype(np.float32) / np.float32(1 << 24)
 
 
+def _separable(i: np.ndarray, j: np.ndarray) -> bool:
+    """i a row (1, W) and j a column (H, 1): coordinates of a canvas aligned with the model axes."""
+    return i.ndim == 2 and j.ndim == 2 and i.shape[0] == 1 and j.shape[1] == 1
+
+
+def _lattice_rows(i: np.ndarray, j: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For separable (i, j): hash2 of the lattice points i0..imax+1 x j0..jmax+1 only, as
+    (a, b, row index): a[r, x] = hash2(i[x], j0 + r), b[r, x] = hash2(i[x] + 1, j0 + r)."""
+    i0, j0 = int(i.min()), int(j.min())
+    grid = hash2(np.arange(i0, int(i.max()) + 2)[None, :], np.arange(j0, int(j.max()) + 2)[:, None], seed)
+    ix = (i - i0).ravel()
+    return grid[:, ix], grid[:, ix + 1], (j - j0).ravel()
+
+
 def value_noise(u: np.ndarray, v: np.ndarray, cell: float, seed: int) -> np.ndarray:
     """Smooth lattice noise in [0, 1) with feature size ``cell`` (model units)."""
     x, y = u / cell, v / cell
@@ -220,6 +230,11 @@ def value_noise(u: np.ndarray, v: np.ndarray, cell: float, seed: int) -> np.ndar
     fx, fy = (x - i).astype(np.float32), (y - j).astype(np.float32)
     fx, fy = fx * fx * (3 - 2 * fx), fy * fy * (3 - 2 * fy)
     i, j = i.astype(np.int64), j.astype(np.int64)
+    if _separable(i, j):  # interpolate along x on the lattice rows, then gather whole rows
+        a, b, iy = _lattice_rows(i, j, seed)
+        rows = a + (b - a) * fx
+        r0, r1 = rows[iy], rows[iy + 1]
+        return r0 + (r1 - r0) * fy
     a, b = hash2(i, j, seed), hash2(i + 1, j, seed)
     c, d = hash2(i, j + 1, seed), hash2(i + 1, j + 1, seed)
     return (a + (b - a) * fx) + ((c + (d - c) * fx) - (a + (b - a) * fx)) * fy
@@ -236,7 +251,11 @@ def fbm(u, v, cell: float, seed: int, octaves: int = 3) -> np.ndarray:
 
 def cell_noise(u, v, cell: float, seed: int) -> np.ndarray:
     """Blocky per-cell noise in [0, 1) (no interpolation)."""
-    return hash2(np.floor(u / cell).astype(np.int64), np.floor(v / cell).astype(np.int64), seed)
+    i, j = np.floor(u / cell).astype(np.int64), np.floor(v / cell).astype(np.int64)
+    if _separable(i, j):
+        a, _, iy = _lattice_rows(i, j, seed)
+        return a[iy]
+    return hash2(i, j, seed)
 
 
 def _soft_step(x: np.ndarray, edge: float, width: float) -> np.ndarray:
@@ -272,10 +291,13 @@ def dots(u, v, period: float, radius_frac: float, pixel: float) -> np.ndarray:
 
 
 def mix(c0, c1, t: np.ndarray) -> np.ndarray:
-    c0 = np.asarray(c0, np.float32)
-    c1 = np.asarray(c1, np.float32)
-    t = np.asarray(t, np.float32)[..., None]
-    return c0 * (1 - t) + c1 * t
+    """c0 * (1 - t) + c1 * t per channel: colours (3,) or (H, W, 3), t (H, W) -> (H, W, 3) float32."""
+    t = np.asarray(t, np.float32)
+    c0, c1 = np.asarray(c0, np.float32), np.asarray(c1, np.float32)
+    if c0.ndim == 1 and c1.ndim == 1:
+        s = np.float32(1.0) - t
+        return cv2.merge([s * c0[k] + t * c1[k] for k in range(3)])
+    return c0 * (1 - t[..., None]) + c1 * t[..., None]
 
 
 def texture_rgb(spec: dict, u: np.ndarray, v: np.ndarray, pixel: float) -> np.ndarray:
@@ -289,7 +311,7 @@ def texture_rgb(spec: dict, u: np.ndarray, v: np.ndarray, pixel: float) -> np.nd
     """
     kind = spec["kind"]
     if kind == "solid":
-        out = np.empty(u.shape + (3,), np.float32)
+        out = np.empty(np.broadcast_shapes(np.shape(u), np.shape(v)) + (3,), np.float32)
         out[...] = np.asarray(spec["rgb"], np.float32)
         return out
     cols = spec.get("colors")
@@ -365,43 +387,23 @@ def shade_factor(spec: dict | None, u: np.ndarray, v: np.ndarray) -> np.ndarray 
 
 
 def relight_factor(image_roi: np.ndarray, alpha: np.ndarray, strength: float, sigma: float) -> np.ndarray:
-    """Low-frequency luminance of the face under the occluder, relative to its mean, ** strength.
+    """Low-frequency luminance of the face under the occluder, relative to its alpha-weighted mean,
+    clipped to [0.55, 1.35], ** strength.
 
     Lets an occluder pick up the scene's light fall-off (shadowed side of the face stays darker).
-    """
-    lum = image_roi.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    The blur runs on a Gaussian pyramid level about sigma/2 times smaller (only low frequencies
+    survive it anyway) and is brought back to the ROI size."""
+    h, w = alpha.shape
     sigma = max(float(sigma), 0.5)
-    blur = cv2.GaussianBlur(lum, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    lum = cv2.cvtColor(np.ascontiguousarray(image_roi), cv2.COLOR_RGB2GRAY)
+    while sigma >= 4.0 and min(lum.shape) >= 4:  # each level halves the size (and the blur still to do)
+        lum, sigma = cv2.pyrDown(lum), sigma / 2.0
+    blur = cv2.GaussianBlur(lum.astype(np.float32), (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    if blur.shape != (h, w):
+        blur = cv2.resize(blur, (w, h), interpolation=cv2.INTER_LINEAR)
     wsum = float(alpha.sum())
     if wsum <= 1e-6:
-        return np.ones_like(alpha)
-    mean = float((blur * alpha).sum() / wsum)
-    ratio = (blur + 8.0) / (mean + 8.0)
-    return np.clip(ratio, 0.55, 1.35) ** np.float32(strength)
-
-
-def warp_rgba(rgba: np.ndarray, m: np.ndarray, roi) -> tuple[np.ndarray, np.ndarray]:
-    """Warp an RGBA asset by ``m`` (asset px -> image px) into the ROI; returns (rgb, alpha) floats.
-
-    Premultiplied interpolation (no dark fringes); heavy shrinking first box-filters the asset.
-    """
-    x0, y0, x1, y1 = roi
-    m = np.asarray(m, np.float64).copy()
-    src = rgba.astype(np.float32)
-    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
-    if scale < 0.5:
-        k = max(1, int(np.floor(1.0 / scale)))
-        h, w = src.shape[:2]
-        nh, nw = max(1, int(round(h / k))), max(1, int(round(w / k)))
-        src = cv2.resize(src, (nw, nh), interpolation=cv2.INTER_AREA)
-        sx, sy = w / nw, h / nh
-        pre = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]], np.float64)
-        m = np.hstack([m[:, :2] @ pre[:, :2], (m[:, :2] @ pre[:, 2] + m[:, 2])[:, None]])
-    a = src[..., 3:4] / 255.0
-    prem = np.concatenate([src[..., :3] * a, a], axis=2)
-    m[:, 2] -= (x0, y0)
-    out = cv2.warpAffine(prem, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
-    alpha = np.clip(out[..., 3], 0.0, 1.0)
-    rgb = out[..., :3] / np.maximum(alpha, 1e-6)[..., None]
-    return np.clip(rgb, 0, 255).astype(np.float32), alpha.astype(np.float32)
+        return np.ones((h, w), np.float32)
+    mean = float(np.dot(blur.ravel(), alpha.ravel()) / wsum)
+    ratio = cv2.max(cv2.min(cv2.multiply(blur + np.float32(8.0), 1.0 / (mean + 8.0)), 1.35), 0.55)
+    return cv2.pow(ratio, float(strength))

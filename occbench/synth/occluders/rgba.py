@@ -148,13 +148,29 @@ class RGBAOccluder(Occluder):
         return [Part([F.transform(self._asset_to_model, rect)], {"kind": "solid", "rgb": [0, 0, 0]})], \
             self._anchor, self._core
 
-    def _paint(self, v, params, m, origin, rgb, alpha):
-        h, w = alpha.shape
-        total = np.hstack([m[:, :2] @ self._asset_to_model[:, :2],
-                           (m[:, :2] @ self._asset_to_model[:, 2] + m[:, 2])[:, None]])
-        roi = (origin[0], origin[1], origin[0] + w, origin[1] + h)
-        c, a = F.warp_rgba(self._rgba, total, roi)
-        F.composite_over(rgb, alpha, c, a)
+    def sprite(self, v, params, roi):
+        """The asset itself (premultiplied), box-shrunk by an integer factor when it is shown at less
+        than half its resolution, so the bilinear warp never skips asset pixels."""
+        level = float(params["level"])
+        hit = self._sprites.get(level)
+        if hit is not None:
+            return hit
+        rgba = self._rgba
+        a = rgba[..., 3:4].astype(np.float32) / np.float32(255.0)
+        prem = np.rint(np.concatenate([rgba[..., :3] * a, a * 255.0], axis=2)).astype(np.uint8)
+        to_model = self._asset_to_model.copy()
+        scale = level * float(np.sqrt(abs(np.linalg.det(to_model[:, :2]))))  # asset px -> sprite px
+        if scale < 0.5:
+            k = max(1, int(np.floor(1.0 / scale)))
+            h, w = prem.shape[:2]
+            nh, nw = max(1, int(round(h / k))), max(1, int(round(w / k)))
+            prem = cv2.resize(prem, (nw, nh), interpolation=cv2.INTER_AREA)
+            sx, sy = w / nw, h / nh
+            pre = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]], np.float64)
+            to_model = np.hstack([to_model[:, :2] @ pre[:, :2],
+                                  (to_model[:, :2] @ pre[:, 2] + to_model[:, 2])[:, None]])
+        self._sprites[level] = (prem, to_model)
+        return prem, to_model
 
 
 def _check_path(name, val) -> str:
