@@ -171,7 +171,7 @@ def pack_premultiplied(prem: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     a255 = cv2.min(cv2.max(alpha, 0.0), 1.0) * np.float32(255.0)
     rgb = cv2.min(cv2.max(prem, 0.0), cv2.merge([a255, a255, a255]))  # straight colour <= 255
     r, g, b = cv2.split(rgb)
-    return np.rint(cv2.merge([r, g, b, a255])).astype(np.uint8)
+    return cv2.convertScaleAbs(cv2.merge([r, g, b, a255]))  # round to nearest (values are >= 0)
 
 
 def unpremultiply(prem: np.ndarray, alpha: np.ndarray) -> np.ndarray:
