@@ -422,3 +422,13 @@ def test_bank_runs_are_reproducible_and_recorded(faces, tmp_path):
     assert json.loads((c / "synth.json").read_text())["config"]["bank"] == 0
     with pytest.raises(ConfigError, match="bank"):
         run_synth(_cfg(faces, tmp_path / "d", bank=-1), progress=False)
+
+
+def test_rerun_after_out_was_deleted_reuses_workers_safely(faces, tmp_path):
+    """joblib keeps worker processes (and their record of made folders) between runs."""
+    out = tmp_path / "o"
+    first = run_synth(_cfg(faces, out, jobs=2), progress=False)
+    before = tree_bytes(out)
+    shutil.rmtree(out)
+    again = run_synth(_cfg(faces, out, jobs=2), progress=False)
+    assert again.status_counts == first.status_counts and tree_bytes(out) == before
