@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .errors import DataNotFoundError, UnsafePathError
 
@@ -21,6 +21,16 @@ def safe_join(root: str | os.PathLike, rel: str | os.PathLike) -> Path:
     if out != root_p and root_p not in out.parents:
         raise UnsafePathError(f"path {rel_s!r} escapes its root {root_p}")
     return out
+
+
+def resolve_under(root_real: str, rel: str) -> Path:
+    """``safe_join`` for many paths under one already-resolved root (``os.path.realpath``), stricter:
+    refuses absolute paths, any '..' part, '~' and symlinks leading outside the root."""
+    p = PurePosixPath(rel)
+    real = os.path.realpath(os.path.join(root_real, rel))
+    if p.is_absolute() or ".." in p.parts or str(rel).startswith("~") or not real.startswith(root_real + os.sep):
+        raise UnsafePathError(f"path {rel!r} escapes its root {root_real}")
+    return Path(real)
 
 
 def data_root(explicit: str | os.PathLike | None = None, *, required: bool = True) -> Path | None:

@@ -8,7 +8,7 @@ import pytest
 
 from occbench.errors import ConfigError, UnsafePathError
 from occbench.io.atomic import atomic_write_json
-from occbench.paths import REPO_ROOT, safe_join
+from occbench.paths import REPO_ROOT, resolve_under, safe_join
 from occbench.registry import Registry
 from occbench.seeding import derive_seed
 
@@ -57,3 +57,18 @@ def test_atomic_write_uses_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_resolve_under_refuses_escapes_and_dotdot(tmp_path):
+    import os
+
+    root = os.path.realpath(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "b.jpg").write_bytes(b"x")
+    assert resolve_under(root, "a/b.jpg") == Path(root) / "a" / "b.jpg"
+    for bad in ("/etc/passwd", "../x", "a/../a/b.jpg", "~/x"):
+        with pytest.raises(UnsafePathError):
+            resolve_under(root, bad)
+    (tmp_path / "link").symlink_to("/")
+    with pytest.raises(UnsafePathError):
+        resolve_under(root, "link/etc")

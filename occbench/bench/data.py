@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .. import paths
+from ..paths import resolve_under
 from ..errors import ConfigError, DataNotFoundError
 from ..io.binset import fold_of
 from ..io.lfw import Pair, read_lfw_pairs
@@ -157,18 +158,6 @@ def check_images(task: Task) -> Task:
             task.missing[key] = f"image file not found: {real}"
         task.resolved[key] = real
     return task
-
-
-def resolve_under(root_real: str, rel: str) -> Path:
-    """``safe_join`` for many paths under one already-resolved root (``os.path.realpath``): refuses
-    absolute paths, '..' and symlinks leading outside the root. Raises UnsafePathError."""
-    p = PurePosixPath(rel)
-    real = os.path.realpath(os.path.join(root_real, rel))
-    if p.is_absolute() or ".." in p.parts or str(rel).startswith("~") or not real.startswith(root_real + os.sep):
-        from ..errors import UnsafePathError
-
-        raise UnsafePathError(f"path {rel!r} escapes its root {root_real}")
-    return Path(real)
 
 
 def _lfw_pairs(protocol: Protocol, root: Path) -> Task:

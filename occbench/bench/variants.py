@@ -22,8 +22,9 @@ import numpy as np
 
 from .. import __version__, paths
 from ..errors import OccbenchError
+from ..paths import resolve_under
 from ..synth.geometry import FaceLandmarks
-from .data import Task, resolve_under
+from .data import Task
 from .protocols import Protocol, SynthRun, canonical_json
 
 LANDMARK_TABLE = "landmarks.csv"
