@@ -537,15 +537,16 @@ class Occluder:
                                 borderValue=(0, 0, 0, 0))
         alpha8 = cv2.extractChannel(warped, 3)
         alpha = alpha8.astype(np.float32) * np.float32(1.0 / 255.0)
+        prem8 = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB)
         strength = self.cfg["relight"]
         if strength > 0 and image is not None:
             sigma = 0.12 * (params["bbox_image"][2] - params["bbox_image"][0])
             f = F.relight_factor(image[y0:y1, x0:x1], alpha, strength, sigma)
-            prem = cv2.multiply(cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB), cv2.merge([f, f, f]), dtype=cv2.CV_32F)
             a255 = alpha8.astype(np.float32)
-            prem = cv2.min(prem, cv2.merge([a255, a255, a255]))  # keep straight colours within 0..255
+            prem = cv2.min(cv2.multiply(prem8, cv2.merge([f, f, f]), dtype=cv2.CV_32F),
+                           cv2.merge([a255, a255, a255]))  # keep straight colours within 0..255
         else:
-            prem = cv2.cvtColor(warped, cv2.COLOR_RGBA2RGB).astype(np.float32)
+            prem = prem8.astype(np.float32)
         return [x0, y0, x1, y1], prem, alpha
 
     def render(self, params: dict, image: np.ndarray | None) -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -570,15 +571,14 @@ class Occluder:
         gx1, gy1 = math.ceil(bx1 * level) + 3, math.ceil(by1 * level) + 3
         cache = (gx1 - gx0) * (gy1 - gy0) <= SPRITE_MAX_PX
         if not cache:  # only the part of the grid that lands in the ROI
-            to_model = np.linalg.inv(np.vstack([np.asarray(params["model_to_image"], np.float64), [0, 0, 1]]))
+            to_model = geometry.invert_affine(np.asarray(params["model_to_image"], np.float64))
             x0, y0, x1, y1 = roi
-            corners = np.array([[x0 - 1, y0 - 1, 1], [x1, y0 - 1, 1], [x0 - 1, y1, 1], [x1, y1, 1]], np.float64)
-            uv = (corners @ to_model.T)[:, :2] * level
+            uv = F.transform(to_model, [[x0 - 1, y0 - 1], [x1, y0 - 1], [x0 - 1, y1], [x1, y1]]) * level
             gx0, gy0 = max(gx0, math.floor(uv[:, 0].min()) - 2), max(gy0, math.floor(uv[:, 1].min()) - 2)
             gx1, gy1 = min(gx1, math.ceil(uv[:, 0].max()) + 3), min(gy1, math.ceil(uv[:, 1].max()) + 3)
             gx1, gy1 = max(gx1, gx0 + 1), max(gy1, gy0 + 1)
         model_to_sprite = np.array([[level, 0.0, -gx0], [0.0, level, -gy0]])
-        rgba = self.draw_sprite(v, stroke_min, model_to_sprite, (gy1 - gy0, gx1 - gx0))
+        rgba = self.draw_sprite(v, stroke_min, model_to_sprite, (gy1 - gy0, gx1 - gx0), vkey)
         out = (rgba, geometry.invert_affine(model_to_sprite))
         if cache:
             self._sprites[key] = out
@@ -593,12 +593,13 @@ class Occluder:
         the face). Must not change alpha, which has to be the same with image=None."""
         return v
 
-    def draw_sprite(self, v: dict, stroke_min: float, m: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    def draw_sprite(self, v: dict, stroke_min: float, m: np.ndarray, shape_hw: tuple[int, int],
+                    vkey: str | None = None) -> np.ndarray:
         """Rasterise the parts (model -> sprite px ``m``) into a premultiplied RGBA uint8 array.
 
         Parts are painted in order with the 'over' operator on premultiplied colours; each part's
         coverage (its polygons, minus holes, within its clip) is exact to 1/16 px (4x4 supersampling)."""
-        parts, _, _ = self._built(v, stroke_min)
+        parts, _, _ = self._built(v, stroke_min, vkey)
         h, w = shape_hw
         prem = np.zeros((h, w, 3), np.float32)
         alpha = np.zeros((h, w), np.float32)

@@ -155,9 +155,8 @@ class RGBAOccluder(Occluder):
         hit = self._sprites.get(level)
         if hit is not None:
             return hit
-        rgba = self._rgba
-        a = rgba[..., 3:4].astype(np.float32) / np.float32(255.0)
-        prem = np.rint(np.concatenate([rgba[..., :3] * a, a * 255.0], axis=2)).astype(np.uint8)
+        a = self._rgba[..., 3].astype(np.float32) / np.float32(255.0)
+        prem = F.pack_premultiplied(self._rgba[..., :3] * a[..., None], a)
         to_model = self._asset_to_model.copy()
         scale = level * float(np.sqrt(abs(np.linalg.det(to_model[:, :2]))))  # asset px -> sprite px
         if scale < 0.5:
