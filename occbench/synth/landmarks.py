@@ -305,13 +305,15 @@ def landmarks_to_row(key: str, result: LandmarkResult) -> dict:
     return row
 
 
-def write_landmarks_table(rows: list[dict], path: str | os.PathLike) -> None:
-    """Write rows from :func:`landmarks_to_row` atomically as .csv or .parquet."""
+def write_landmarks_table(rows: list[dict], *paths: str | os.PathLike) -> None:
+    """Write rows from :func:`landmarks_to_row` atomically to each path (.csv or .parquet)."""
     import pandas as pd
 
     from ..io.atomic import atomic_write_table
 
-    atomic_write_table(pd.DataFrame(list(rows), columns=list(TABLE_COLUMNS)), path)
+    df = pd.DataFrame(list(rows), columns=list(TABLE_COLUMNS))
+    for path in paths:
+        atomic_write_table(df, path)
 
 
 def _load_landmark_file(path: Path) -> tuple[dict[str, FaceLandmarks], dict[str, str]]:

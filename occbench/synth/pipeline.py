@@ -386,6 +386,14 @@ class _Worker:
         against interruption (Ctrl-C, kill), which rename gives; fsync per file would dominate the cost."""
         dest = self._out_s + rel
         parent = dest[:dest.rfind("/")]  # rel is "/"-separated (output_paths)
+        try:
+            self._write_once(parent, dest, data)
+        except FileNotFoundError:  # OUT was removed under a worker kept from an earlier run: make it again
+            self._made_dirs.clear()
+            os.makedirs(os.path.dirname(self._tmp_file), exist_ok=True)
+            self._write_once(parent, dest, data)
+
+    def _write_once(self, parent: str, dest: str, data: bytes) -> None:
         if parent not in self._made_dirs:
             try:
                 os.mkdir(parent)  # usually only the last level is new
@@ -394,25 +402,14 @@ class _Worker:
             except FileExistsError:
                 pass
             self._made_dirs.add(parent)
-        try:
-            fd = os.open(self._tmp_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        except FileNotFoundError:  # OUT was removed under a worker kept from an earlier run
-            self._made_dirs.clear()
-            os.makedirs(os.path.dirname(self._tmp_file), exist_ok=True)
-            os.makedirs(parent, exist_ok=True)
-            fd = os.open(self._tmp_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(self._tmp_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        try:
-            os.replace(self._tmp_file, dest)
-        except FileNotFoundError:  # the output folder was removed meanwhile: make it again
-            self._made_dirs.discard(parent)
-            os.makedirs(parent, exist_ok=True)
-            os.replace(self._tmp_file, dest)
+        os.replace(self._tmp_file, dest)
 
     def _zero_mask(self, h: int, w: int) -> bytes:
         if (h, w) not in self._zero_masks:
@@ -753,10 +750,8 @@ def _execute(spec, todo, cfg, source, landmarker, log: RowLog, bar) -> None:
 
 
 def _finish(cfg, out: Path, pairs, records: dict, variants, source, occ_desc, lm_desc, lock) -> SynthSummary:
-    import pandas as pd
-
-    from ..io.atomic import atomic_write_json, atomic_write_table
-    from .landmarks import TABLE_COLUMNS
+    from ..io.atomic import atomic_write_json
+    from .landmarks import write_landmarks_table
 
     rows, lm_rows = [], []
     for key, _ in pairs:
@@ -768,9 +763,7 @@ def _finish(cfg, out: Path, pairs, records: dict, variants, source, occ_desc, lm
             lm_rows.append(rec["landmarks"])
     df = rows_to_frame(rows)
     write_manifest(df, out)
-    lm_df = pd.DataFrame(lm_rows, columns=list(TABLE_COLUMNS))  # as landmarks.write_landmarks_table, built once
-    atomic_write_table(lm_df, out / "landmarks.parquet")
-    atomic_write_table(lm_df, out / "landmarks.csv")
+    write_landmarks_table(lm_rows, out / "landmarks.parquet", out / "landmarks.csv")
 
     summary = SynthSummary(out=str(out), n_images=len(pairs), n_rows=len(df), variants=[v.name for v in variants])
     summary.status_counts = {s: int(n) for s, n in sorted(Counter(df["status"]).items())}
