@@ -533,3 +533,15 @@ def test_contact_sheet(lfw_images):
     sheet = np.vstack(rows)
     cv2.imwrite("/tmp/occ_sheet.png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     assert sheet.shape[0] == 224 * len(ALL)
+
+
+def test_render_gives_straight_colours_of_the_layer():
+    occ = create_occluder("eyeglasses")  # see-through lenses: alpha strictly between 0 and 1
+    params = occ.get_params(rng_for(4), (112, 112), None, scale=1.5)
+    roi, prem, alpha = occ.layer(params, face112())
+    roi2, rgb, alpha2 = occ.render(params, face112())
+    assert roi == roi2 and np.array_equal(alpha, alpha2)
+    assert ((alpha > 0) & (alpha < ALPHA_OCCLUDED)).any()
+    seen = alpha > 0.05
+    assert np.allclose(rgb[seen] * alpha[seen][:, None], prem[seen], atol=0.01)
+    assert rgb.max() <= 255 and np.all(rgb[alpha == 0] == 0)
