@@ -123,19 +123,24 @@ def compare(name: str, src: Path, keys: list[str], tmp: Path, jobs: int, landmar
 
     runs = []
     for r in range(repeat):
-        bw, bc = timed(lambda: baseline_copy(src, keys, tmp / f"{name}-copy{r}", jobs))
-        cfg = SynthConfig(src=str(src), out=str(tmp / f"{name}-synth{r}"), keys=tuple(keys), landmarks=landmarks,
-                          scales="1:0.5:2", jobs=jobs, occluders=occluders, bank=bank, seed=0 if warm else r)
-        sw, sc = timed(lambda: run_synth(cfg, progress=False))
-        runs.append({"n": len(keys), "copy_s": bw, "synth_s": sw, "ratio": bw / sw, "cpu_ratio": bc / sc})
-        shutil.rmtree(tmp / f"{name}-copy{r}", ignore_errors=True)
-        shutil.rmtree(tmp / f"{name}-synth{r}", ignore_errors=True)
+        cfg = SynthConfig(src=str(src), out="", keys=tuple(keys), landmarks=landmarks, scales="1:0.5:2", jobs=jobs,
+                          occluders=occluders, bank=bank, seed=0 if warm else r)
+        runs.append(one_run(src, keys, tmp / f"{name}{r}", jobs,
+                            lambda out: run_synth(cfg, out=str(out), progress=False)))
     shown = {"best": max(runs, key=lambda x: x["ratio"])}
     if warm and len(runs) > 1:
         shown = {"cold": runs[0], "warm": max(runs[1:], key=lambda x: x["ratio"])}
     for label, res in shown.items():
         report(name, label, res)
     return shown
+
+
+def one_run(src: Path, keys: list[str], tmp: Path, jobs: int, work) -> dict:
+    """Time the copy baseline and ``work(out_folder)`` on the same files; both outputs are removed."""
+    bw, bc = timed(lambda: baseline_copy(src, keys, tmp / "copy", jobs))
+    sw, sc = timed(lambda: work(tmp / "out"))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"n": len(keys), "copy_s": bw, "synth_s": sw, "ratio": bw / sw, "cpu_ratio": bc / sc}
 
 
 def report(name: str, label: str, res: dict) -> None:
@@ -164,13 +169,8 @@ def _floor_batch(src: Path, out: Path, keys: list[str]) -> None:
 
 
 def floor(src: Path, keys: list[str], tmp: Path, repeat: int) -> dict:
-    runs = []
-    for r in range(repeat):
-        bw, bc = timed(lambda: baseline_copy(src, keys, tmp / f"floor-copy{r}", 1))
-        fw, fc = timed(lambda: _floor_batch(src, tmp / f"floor{r}", keys))
-        runs.append({"n": len(keys), "copy_s": bw, "synth_s": fw, "ratio": bw / fw, "cpu_ratio": bc / fc})
-        shutil.rmtree(tmp / f"floor-copy{r}", ignore_errors=True)
-        shutil.rmtree(tmp / f"floor{r}", ignore_errors=True)
+    runs = [one_run(src, keys, tmp / f"floor{r}", 1, lambda out: _floor_batch(src, out, keys))
+            for r in range(repeat)]
     runs.sort(key=lambda x: x["ratio"])
     report("I/O floor", "med", runs[len(runs) // 2])
     report("I/O floor", "best", runs[-1])
