@@ -25,8 +25,8 @@ from occbench.io.lfw import read_lfw_pairs
 from occbench.metrics.verification import kfold_accuracy
 from occbench.recognizers.dlib_native import DlibRecognizer
 from occbench.recognizers.dlib_torch import create_dlib_resnet_torch
-from occbench.synth.geometry import warp
-from occbench.synth.landmarks import create_landmarker
+from occbench.face.geometry import warp
+from occbench.face.landmarks import create_landmarker
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ from occbench.recognizers.archs import create_arch
 from occbench.recognizers.base import Preprocess
 from occbench.recognizers.extract import AlignedCropDataset, extract_embeddings, iter_batches
 from occbench.recognizers.torch_backend import TorchRecognizer, autocast_context
-from occbench.synth.geometry import ARCFACE_112, estimate_similarity
+from occbench.face.geometry import ARCFACE_112, estimate_similarity
 
 REPO = Path(__file__).resolve().parents[1]
 # Approximate 5 points of the centred 250x250 LFW images (alignment quality is irrelevant here).

@@ -41,8 +41,8 @@ def spread(keys: list[str], n: int) -> list[str]:
 
 def build_aligned(lfw: Path, keys: list[str], dest: Path) -> list[str]:
     from occbench.io.images import encode, read_rgb
-    from occbench.synth.geometry import align
-    from occbench.synth.landmarks import create_landmarker
+    from occbench.face.geometry import align
+    from occbench.face.landmarks import create_landmarker
 
     lm = create_landmarker("mediapipe")
     done = []
@@ -182,7 +182,7 @@ def breakdown(src: Path, keys: list[str], bank: int) -> None:
     from occbench.io.images import decode_rgb, encode
     from occbench.synth.occluders import create_occluder, list_occluders
     from occbench.synth.pipeline import FaceFrame, encode_mask_png, occlusion_labels
-    from occbench.synth.landmarks import create_landmarker
+    from occbench.face.landmarks import create_landmarker
 
     from occbench.io.sources import open_source
 

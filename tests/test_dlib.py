@@ -14,7 +14,7 @@ from occbench.io.images import read_rgb
 from occbench.recognizers import create_recognizer
 from occbench.recognizers import dlib_format as fmt
 from occbench.recognizers import dlib_models
-from occbench.synth.geometry import TEMPLATES, FaceLandmarks, apply_affine, invert_affine, warp
+from occbench.face.geometry import TEMPLATES, FaceLandmarks, apply_affine, invert_affine, warp
 
 
 @pytest.fixture(scope="session")

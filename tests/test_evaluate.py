@@ -22,7 +22,7 @@ from occbench.bench.results import load_results, reproducible_view
 from occbench.errors import DataNotFoundError, UnsafePathError
 from occbench.io.images import encode
 from occbench.recognizers.base import Preprocess, l2_normalize, template_alignment
-from occbench.synth.geometry import ARCFACE_112, FaceLandmarks
+from occbench.face.geometry import ARCFACE_112, FaceLandmarks
 
 # --------------------------------------------------------------------------- test recognizer + data
 
@@ -188,7 +188,7 @@ def test_metrics_recomputed_from_scores_with_sklearn(gen_run):
 def test_occlusion_semantics_recomputed_by_hand(gen_run):
     """N-O score = clean first image vs occluded second image, aligned by the clean landmarks."""
     from occbench.io.images import read_rgb
-    from occbench.synth.geometry import warp
+    from occbench.face.geometry import warp
     from occbench.synth.manifest import read_manifest
 
     res, rec, data = gen_run["res"], gen_run["rec"], gen_run["data"]

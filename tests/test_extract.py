@@ -15,7 +15,7 @@ from occbench.recognizers.base import Preprocess
 from occbench.recognizers.extract import (AlignedCropDataset, CacheKey, EmbeddingCache, collate_crops,
                                           extract_embeddings)
 from occbench.recognizers.torch_backend import TorchRecognizer
-from occbench.synth.geometry import ARCFACE_112, estimate_similarity, warp
+from occbench.face.geometry import ARCFACE_112, estimate_similarity, warp
 
 LFW_FIVE = np.array([[106, 113], [145, 112], [126, 138], [110, 158], [142, 158]], float)
 

@@ -44,7 +44,8 @@ def test_every_resource_file_is_packaged(folder):
     """setup.cfg data_files must list every built-in occluder/protocol file, or wheels lose them."""
     cfg = configparser.ConfigParser()
     cfg.read(REPO_ROOT / "setup.cfg")
-    listed = {f.strip() for v in cfg["options.data_files"].values() for f in v.replace("\n", ",").split(",") if f.strip()}
+    patterns = [f.strip() for v in cfg["options.data_files"].values() for f in v.replace("\n", ",").split(",") if f.strip()]
+    listed = {p.relative_to(REPO_ROOT).as_posix() for pat in patterns for p in REPO_ROOT.glob(pat)}  # setuptools globs
     present = {p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / folder).rglob("*")
                if p.is_file() and "__pycache__" not in p.parts}
     assert present <= listed, f"not packaged: {sorted(present - listed)}"

@@ -11,8 +11,8 @@ import pytest
 
 from occbench.errors import ConfigError, DataNotFoundError
 from occbench.io.images import read_rgb
-from occbench.synth import landmarks as L
-from occbench.synth.geometry import ARCFACE_112, ARCFACE_112x96, FaceLandmarks, align
+from occbench.face import landmarks as L
+from occbench.face.geometry import ARCFACE_112, ARCFACE_112x96, FaceLandmarks, align
 
 
 # ------------------------------------------------------------------------------ template

@@ -14,8 +14,8 @@ import pytest
 from occbench.errors import ConfigError, DataNotFoundError, UnsafePathError
 from occbench.io.images import read_rgb
 from occbench.seeding import rng_for
-from occbench.synth import geometry
-from occbench.synth.geometry import ARCFACE_112, FaceLandmarks
+from occbench.face import geometry
+from occbench.face.geometry import ARCFACE_112, FaceLandmarks
 from occbench.synth.occluders import (ALPHA_OCCLUDED, CATEGORIES, FAMILIES, OCCLUDERS, create_occluder, functional,
                                       list_occluders, load_occluder_dir)
 

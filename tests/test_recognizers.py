@@ -69,7 +69,7 @@ def crops(request) -> np.ndarray:
     except pytest.skip.Exception:
         return np.random.default_rng(0).integers(0, 256, (6, 112, 112, 3), dtype=np.uint8)
     from occbench.io.images import read_rgb
-    from occbench.synth.geometry import align
+    from occbench.face.geometry import align
 
     people = [d for d in sorted(root.iterdir()) if len(list(d.glob("*.jpg"))) >= 2][:3]
     files = [f for d in people for f in sorted(d.glob("*.jpg"))[:2]]

@@ -317,7 +317,7 @@ def test_lfw_jobs_and_kill_resume(lfw_images, tmp_path):
 
 def test_labels_match_the_pattern_module_and_geometry():
     """The engine's fast labels equal patterns.match_pattern / cell_fractions on mask_in_face_frame."""
-    from occbench.synth.geometry import ARCFACE_112, mask_in_face_frame
+    from occbench.face.geometry import ARCFACE_112, mask_in_face_frame
     from occbench.synth.pipeline import FaceFrame, occlusion_labels
 
     rng = np.random.default_rng(0)

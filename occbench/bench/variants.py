@@ -23,7 +23,7 @@ import numpy as np
 from .. import __version__, paths
 from ..errors import OccbenchError
 from ..paths import resolve_under
-from ..synth.geometry import FaceLandmarks
+from ..face.geometry import FaceLandmarks
 from .data import Task
 from .protocols import Protocol, SynthRun, canonical_json
 
@@ -63,7 +63,7 @@ _WORKER_LANDMARKERS: dict[str, object] = {}
 def _detect_batch(method: str, opts: dict, items: list[tuple[str, object]]) -> list[dict]:
     """Landmark rows for [(key, path | bytes)], with read/decode failures as status 'error' rows."""
     from ..io.images import decode_rgb
-    from ..synth.landmarks import LandmarkResult, create_landmarker, landmarks_to_row
+    from ..face.landmarks import LandmarkResult, create_landmarker, landmarks_to_row
 
     cfg = canonical_json([method, opts])
     lmk = _WORKER_LANDMARKERS.get(cfg)
@@ -112,7 +112,7 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
     import pandas as pd
 
     from ..io.atomic import atomic_write_bytes, atomic_write_table
-    from ..synth.landmarks import TABLE_COLUMNS, create_landmarker
+    from ..face.landmarks import TABLE_COLUMNS, create_landmarker
 
     t0 = time.perf_counter()
     method, opts = _landmarker_spec(task.protocol, data_root)
@@ -134,7 +134,7 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
     if todo:
         from tqdm.auto import tqdm
 
-        from ..synth.landmarks import LandmarkResult, landmarks_to_row
+        from ..face.landmarks import LandmarkResult, landmarks_to_row
 
         bar = tqdm(total=len(todo), desc="landmarks", unit="img", disable=not progress, leave=False)
         for c in range(0, len(todo), CHECKPOINT):  # the cache is saved per chunk: an interrupted run resumes

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..synth.geometry import TEMPLATES, FaceLandmarks, estimate_similarity
+from ..face.geometry import TEMPLATES, FaceLandmarks, estimate_similarity
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Preprocess:
     input_size: (H, W) of the aligned crop, e.g. (112, 112), (112, 96), (150, 150).
     channel_order: "RGB" or "BGR" order the network expects.
     mean, std: per-channel, in 0..255 pixel units, applied as (x - mean) / std (in channel_order).
-    template: name of the alignment template in ``occbench.synth.geometry.TEMPLATES``.
+    template: name of the alignment template in ``occbench.face.geometry.TEMPLATES``.
     flip_test: embed(x) + embed(hflip(x)), then L2-normalise.
     layout: "NCHW" (torch) or "NHWC".
     """

@@ -15,7 +15,7 @@ of 250x250 LFW are found) + the 5-point shape predictor, then dlib's face chip (
 
 Sampled with bilinear interpolation *truncated* to uint8 this reproduces ``dlib.get_face_chip`` exactly
 (identical pixels on LFW);
-``cv2.warpAffine`` rounds instead, so crops made with ``occbench.synth.geometry.warp`` differ by at most
+``cv2.warpAffine`` rounds instead, so crops made with ``occbench.face.geometry.warp`` differ by at most
 1 grey level (mean ~0.5). (dlib also pre-shrinks through an image pyramid when the chip is more than
 2x smaller than the face, i.e. faces over ~300 px; the matrix is the same, the sampling then differs.)
 
@@ -38,14 +38,14 @@ from collections import Counter
 
 import numpy as np
 
-from ..synth.geometry import (FaceLandmarks, apply_affine, estimate_similarity, face_frame_transform,
+from ..face.geometry import (FaceLandmarks, apply_affine, estimate_similarity, face_frame_transform,
                               invert_affine)
 from .base import Preprocess, l2_normalize
 from .dlib_models import import_dlib, recognition_model_path, shape_predictor_path
 from .registry import RECOGNIZERS, compose_fingerprint, file_sha256
 
 NAME = "dlib-resnet"
-TEMPLATE = "dlib150"  # occbench.synth.geometry: the generic template closest to dlib's chip
+TEMPLATE = "dlib150"  # occbench.face.geometry: the generic template closest to dlib's chip
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 

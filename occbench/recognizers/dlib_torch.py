@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..synth.geometry import FaceLandmarks
+from ..face.geometry import FaceLandmarks
 from . import dlib_format as fmt
 from .base import Preprocess
 from .dlib_models import recognition_model_path

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..io.atomic import atomic_open, atomic_write_json
 from ..io.images import decode_rgb
 from ..paths import safe_join
-from ..synth.geometry import warp
+from ..face.geometry import warp
 from .base import Recognizer
 
 log = logging.getLogger(__name__)

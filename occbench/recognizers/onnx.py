@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..io.atomic import atomic_write_bytes
-from ..synth.geometry import FaceLandmarks, template_for_size
+from ..face.geometry import FaceLandmarks, template_for_size
 from .base import Preprocess, l2_normalize, template_alignment
 from .registry import (METADATA_KEY, compose_fingerprint, decode_metadata, encode_metadata, file_sha256,
                        resolve_preprocess)

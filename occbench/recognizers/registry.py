@@ -30,7 +30,7 @@ from typing import Callable
 
 from ..errors import ConfigError
 from ..registry import Registry
-from ..synth.geometry import TEMPLATES
+from ..face.geometry import TEMPLATES
 from .base import Preprocess
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..synth.geometry import FaceLandmarks
+from ..face.geometry import FaceLandmarks
 from .base import Preprocess, template_alignment
 from .registry import compose_fingerprint, validate_preprocess
 

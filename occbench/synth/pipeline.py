@@ -47,7 +47,7 @@ from .. import __version__
 from ..errors import ConfigError, DataNotFoundError, OccbenchError
 from ..io.images import encode, decode_rgb, sniff_format
 from ..seeding import derive_seed
-from .geometry import ARCFACE_112, FACE_FRAME_SIZE, face_frame_transform, warp
+from ..face.geometry import ARCFACE_112, FACE_FRAME_SIZE, face_frame_transform, warp
 from .manifest import RowLog, empty_row, rows_to_frame, to_json, write_manifest
 from .patterns import IOU_EPS, cell_edges, enumerate_patterns, n_patterns
 from .scales import format_scale, parse_scales
@@ -266,7 +266,7 @@ def resolve_occluders(cfg: SynthConfig) -> tuple[str, ...]:
 
 
 def make_landmarker(cfg: SynthConfig):
-    from .landmarks import create_landmarker
+    from ..face.landmarks import create_landmarker
 
     if cfg.landmarks == "file":
         return create_landmarker("file", path=cfg.landmarks_file)
@@ -445,7 +445,7 @@ class _Worker:
         except Exception as e:  # noqa: BLE001
             return {"key": key, "rows": all_rows("error", f"landmarks failed: {_reason(e)}", **size),
                     "landmarks": None}
-        from .landmarks import landmarks_to_row
+        from ..face.landmarks import landmarks_to_row
 
         lm_row = landmarks_to_row(key, lm)
         if lm.landmarks is None:
@@ -751,7 +751,7 @@ def _execute(spec, todo, cfg, source, landmarker, log: RowLog, bar) -> None:
 
 def _finish(cfg, out: Path, pairs, records: dict, variants, source, occ_desc, lm_desc, lock) -> SynthSummary:
     from ..io.atomic import atomic_write_json
-    from .landmarks import write_landmarks_table
+    from ..face.landmarks import write_landmarks_table
 
     rows, lm_rows = [], []
     for key, _ in pairs:

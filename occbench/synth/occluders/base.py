@@ -3,7 +3,7 @@
 Coordinates
 -----------
 Every built-in occluder is modelled in *model coordinates* = the canonical 112x112 ArcFace face
-frame (``occbench.synth.geometry.ARCFACE_112``) at scale s=1, anchored placement. ``get_params``
+frame (``occbench.face.geometry.ARCFACE_112``) at scale s=1, anchored placement. ``get_params``
 composes a 2x3 ``model_to_image`` similarity:
 
     image = F^-1( dest + R(theta) * (s * j) * (p - anchor) )
@@ -55,7 +55,7 @@ import numpy as np
 from ...errors import ConfigError
 from ...registry import Registry
 from ...seeding import rng_for
-from .. import geometry
+from ...face import geometry
 from . import functional as F
 
 ALPHA_OCCLUDED = 0.5

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ConfigError
-from ..geometry import ARCFACE_112
+from ...face.geometry import ARCFACE_112
 from . import functional as F
 from .base import (FAMILIES, Occluder, Part, choose_colour, pick, smooth, solid, tone, uniform, v_dict, v_number,
                    v_palette, v_point, v_points, v_range, v_weights)

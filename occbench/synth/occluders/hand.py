@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ...errors import ConfigError
-from .. import geometry
+from ...face import geometry
 from . import functional as F
 from .base import (FAMILIES, Occluder, Part, choose_colour, new_seed, pick, smooth, solid, tone, toward, uniform, v_dict,
                    v_number, v_palette, v_point, v_points, v_range)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ...errors import ConfigError, DataNotFoundError
 from ...paths import safe_join
-from .. import geometry
+from ...face import geometry
 from . import functional as F
 from .base import CATEGORIES, FAMILIES, Occluder, Part, v_number
 
