@@ -5,6 +5,8 @@ probes of which half are noisy copies of gallery rows, then measures in the same
 
 * baseline: the bare block loop (load the gallery block, probe-block x gallery-block matmul),
   no top-k and no merging;
+* baseline 2: the same loop + torch.topk per block + a topk merge (a plain hand-written top-k
+  search, ties in arbitrary order);
 * search: ``topk_search`` on the same blocks;
 
 and reports wall time, probes/s, the search/baseline time ratio, peak memory (CPU: sampled
@@ -110,6 +112,29 @@ def bare_matmul(probes, gallery, pb: int, gb: int, dev: torch.device) -> None:
         sync(dev)
 
 
+def bare_matmul_topk(probes, gallery, k: int, pb: int, gb: int, dev: torch.device) -> None:
+    """A plain exact top-k search: the same block loop + torch.topk per block + a topk merge
+    (ties in arbitrary order, no finiteness checks): the usual hand-written implementation."""
+    with torch.inference_mode():
+        p_all = _rows(probes, 0, probes.shape[0], dev)
+        n_p, n_g = probes.shape[0], gallery.shape[0]
+        best_s = torch.full((n_p, k), -torch.inf, device=dev)
+        best_i = torch.full((n_p, k), -1, dtype=torch.int64, device=dev)
+        buf = torch.empty(min(pb, n_p) * min(gb, n_g), dtype=torch.float32, device=dev)
+        for g0 in range(0, n_g, gb):
+            g1 = min(g0 + gb, n_g)
+            g_t = _rows(gallery, g0, g1, dev).T
+            for p0 in range(0, n_p, pb):
+                p1 = min(p0 + pb, n_p)
+                sim = buf[: (p1 - p0) * (g1 - g0)].view(p1 - p0, g1 - g0)
+                torch.mm(p_all[p0:p1], g_t, out=sim)
+                v, i = torch.topk(sim, min(k, g1 - g0), dim=1)
+                cv, ci = torch.cat([best_s[p0:p1], v], 1), torch.cat([best_i[p0:p1], i + g0], 1)
+                o = torch.topk(cv, k, dim=1).indices
+                best_s[p0:p1], best_i[p0:p1] = cv.gather(1, o), ci.gather(1, o)
+        sync(dev)
+
+
 class Timing(NamedTuple):
     wall_s: float
     cpu_s: float  # process CPU time (all threads): less sensitive than wall time to other load
@@ -146,6 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline-fraction", type=float, default=1.0,
                     help="measure baseline vs search (interleaved, same blocks) on this leading fraction of the "
                          "gallery blocks; the full search is timed on its own. <1 keeps the 1M run short on 2 cores")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved baseline/search repeats (ratio median, range)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     a = ap.parse_args(argv)
 
@@ -184,11 +210,24 @@ def main(argv=None) -> int:
         res[rows] = topk_search(probes, gallery[:rows], a.k, probe_block=pb, gallery_block=gb, device=dev)
 
     load0 = os.getloadavg()[0]
-    # baseline and search on the same blocks, back to back, so that other load hits both alike
-    base = timed(lambda: bare_matmul(probes, gallery[:base_rows], pb, gb, dev), dev)
-    sub = timed(lambda: search(base_rows), dev)
-    print(f"on {base_blocks}/{n_blocks} gallery blocks: bare matmul {base.wall_s:.2f} s wall / {base.cpu_s:.2f} s CPU, "
-          f"topk_search {sub.wall_s:.2f} s wall / {sub.cpu_s:.2f} s CPU", flush=True)
+    # baselines and search on the same blocks, interleaved (order alternating per repeat), so that
+    # other load hits all alike; the ratio of each repeat is reported as median and range
+    sub_g = gallery[:base_rows]
+    steps = {"matmul": lambda: bare_matmul(probes, sub_g, pb, gb, dev),
+             "matmul_topk": lambda: bare_matmul_topk(probes, sub_g, a.k, pb, gb, dev),
+             "search": lambda: search(base_rows)}
+    runs = {name: [] for name in steps}
+    for rep in range(a.repeats):
+        for name in (list(steps) if rep % 2 == 0 else list(steps)[::-1]):
+            runs[name].append(timed(steps[name], dev))
+    base, sub = runs["matmul"][0], runs["search"][0]
+
+    def ratios(num, den, field):
+        return [getattr(x, field) / getattr(y, field) for x, y in zip(runs[num], runs[den])]
+
+    for name, ts in runs.items():
+        print(f"on {base_blocks}/{n_blocks} gallery blocks: {name}: "
+              + ", ".join(f"{t.wall_s:.2f} s wall / {t.cpu_s:.2f} s CPU" for t in ts), flush=True)
     full = sub if base_rows == a.gallery else timed(lambda: search(a.gallery), dev)
     r = res[a.gallery]
     load1 = os.getloadavg()[0]
@@ -212,6 +251,11 @@ def main(argv=None) -> int:
         "baseline_matmul_s": base.wall_s, "baseline_matmul_cpu_s": base.cpu_s,
         "search_same_blocks_s": sub.wall_s, "search_same_blocks_cpu_s": sub.cpu_s,
         "search_over_baseline": sub.wall_s / base.wall_s, "search_over_baseline_cpu": sub.cpu_s / base.cpu_s,
+        "repeats": a.repeats,
+        "search_over_matmul_wall": ratios("search", "matmul", "wall_s"),
+        "search_over_matmul_cpu": ratios("search", "matmul", "cpu_s"),
+        "search_over_matmul_topk_wall": ratios("search", "matmul_topk", "wall_s"),
+        "search_over_matmul_topk_cpu": ratios("search", "matmul_topk", "cpu_s"),
         "peak_rss_above_start_search_bytes": full.rss_peak_above,
         "peak_rss_above_start_baseline_bytes": base.rss_peak_above,
         "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -223,9 +267,12 @@ def main(argv=None) -> int:
     }
     print(f"search (whole gallery): {full.wall_s:.2f} s wall ({full.cpu_s:.2f} s CPU), "
           f"{out['probes_per_s']:.1f} probes/s, {out['gflops_search']:.0f} GFLOP/s")
-    print(f"ratio search / bare matmul on the same {base_blocks}/{n_blocks} blocks: "
-          f"{out['search_over_baseline']:.3f} wall, {out['search_over_baseline_cpu']:.3f} CPU time "
-          f"(1-min load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} CPUs)")
+    for den in ("matmul", "matmul_topk"):
+        for unit in ("wall", "cpu"):
+            rs = out[f"search_over_{den}_{unit}"]
+            print(f"ratio search / bare {den.replace('_', ' + ')} on the same {base_blocks}/{n_blocks} blocks, {unit}: "
+                  f"median {np.median(rs):.3f}, range {min(rs):.3f}-{max(rs):.3f} ({len(rs)} runs)")
+    print(f"(1-min load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} CPUs)")
     print(f"peak memory during search: +{full.rss_peak_above / 2**20:.0f} MiB RSS above start "
           f"(bare matmul loop: +{base.rss_peak_above / 2**20:.0f} MiB); "
           f"ru_maxrss {out['ru_maxrss_bytes'] / GiB:.2f} GiB (whole process, gallery included)"

@@ -2,9 +2,9 @@
 LFW, clean vs occluded, in one command.
 
     python examples/lfw_occlusion_proof.py                      # full run (3,000 pairs)
-    python examples/lfw_occlusion_proof.py --limit-pairs 60     # quick check (what the test runs)
+    python examples/lfw_occlusion_proof.py --limit 60           # quick check (what the test runs)
 
-Steps (all through the public CLI, so the numbers are exactly what `occbench eval` gives):
+Steps (each one ``run_eval(EvalConfig(...))``, the very call behind `occbench eval`):
   1. clean LFW (leave-one-fold-out over the 5 real folds) with dlib's native net (`dlib-resnet`,
      optional with --native) and with its torch port (`dlib-resnet-torch`);
   2. `lfw-occ`: N-O and O-O, per scale 1.0/1.5/2.0, per occluder type, and FROM-style free placement;
@@ -22,29 +22,48 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "realdata" / "lfw-guesswho"
 
 
-def occbench(*args: str) -> None:
-    from occbench.cli import cli
+def evaluate(model: str, protocol: str, a, limit: int | None):
+    """One ``occbench eval`` run through the library; prints its console summary."""
+    from occbench.bench.evaluate import EvalConfig, run_eval
+    from occbench.commands.eval import summary
+    from occbench.errors import OccbenchError
 
-    print("$ occbench " + " ".join(args), flush=True)
+    print(f"$ occbench eval -m {model} -p {protocol}" + (f" --limit {limit}" if limit else ""), flush=True)
+    cfg = EvalConfig(model=model, protocol=protocol, data_root=a.data_root, out=a.out, cache_dir=a.cache_dir,
+                     workers=a.workers, device=a.device, save_scores=True, limit=limit)
     try:
-        cli.main(list(args), prog_name="occbench", standalone_mode=False)
-    except Exception as e:  # surface CLI errors as a failed run
-        sys.exit(f"occbench {args[0]} failed: {e}")
+        res = run_eval(cfg, progress=not a.no_progress)
+    except OccbenchError as e:  # surface library errors as a failed run
+        sys.exit(f"occbench eval -p {protocol} failed: {e}")
+    print(summary(res), flush=True)
+    return res
 
 
-TYPES = ["surgical_mask", "n95", "sunglasses", "eyeglasses", "scarf", "hand", "cap", "rgba_phone", "block_solid", "free"]
+TYPES = ["surgical_mask", "n95", "sunglasses", "eyeglasses", "scarf", "hand", "cap", "rgba_phone", "block_solid",
+         "free"]
 
 
-def headline_table(model_dir: Path) -> str:
-    """The README's table, straight from the result JSON files."""
-    import json
+def headline_table(model_dir: Path, enrolled_only: bool = False) -> str:
+    """The README's table, straight from the result files (through ``EvalResult``). Default: every
+    pair / probe counts, failures to enrol as errors (the headline rule); ``enrolled_only``: the
+    metrics on enrolled pairs / probes only (results schema 2 on)."""
+    from occbench.bench.results import EvalResult
 
     def variants(proto):
-        return json.loads((model_dir / f"{proto}.json").read_text())["variants"]
+        return EvalResult.load(model_dir / f"{proto}.json").variants
+
+    def value(v, m):
+        if enrolled_only:
+            block = v.blocks.get("enrolled_only")
+            return block["metrics"].get(m) if block else None
+        return v.metrics.get(m)
 
     occ, ident = variants("lfw-occ"), variants("lfw-occ-id")
-    pct = lambda x: f"{100 * x:.2f}"  # noqa: E731
-    get = lambda vs, name, m: pct(vs[name]["metrics"][m]) if name in vs else "–"  # noqa: E731
+
+    def get(vs, name, m):
+        x = value(vs[name], m) if name in vs else None
+        return "–" if x is None else f"{100 * x:.2f}"
+
     rows = [("clean", "clean", "clean")]
     rows += [(f"all types, s={s}", f"N-O@s{s}", f"O-O@s{s}") for s in ("1.0", "1.5")]
     rows += [("all types, s=2.0 (headline)", "N-O", "O-O")]
@@ -63,9 +82,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=REPO / ".occbench_cache")
     ap.add_argument("--model", default="dlib-resnet-torch", help="recognizer for every protocol")
     ap.add_argument("--native", action="store_true", help="also score clean LFW with dlib's own (slow) net")
-    ap.add_argument("--limit-pairs", type=int, default=None, help="quick run on N pairs / ~N probes")
-    ap.add_argument("--occ-limit-pairs", type=int, default=None,
-                    help="limit only the occluded protocols (clean LFW stays at --limit-pairs)")
+    ap.add_argument("--limit", "--limit-pairs", dest="limit", type=int, default=None,
+                    help="quick run on N pairs / ~N probes")
+    ap.add_argument("--occ-limit", "--occ-limit-pairs", dest="occ_limit", type=int, default=None,
+                    help="limit only the occluded protocols (clean LFW stays at --limit)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-progress", action="store_true")
@@ -73,24 +93,27 @@ def main(argv=None) -> int:
     if not (a.data_root / "lfw").is_dir():
         sys.exit(f"LFW not found under {a.data_root}: pass --data-root (folder holding lfw/ and the pairs file)")
 
-    common = ["--data-root", str(a.data_root), "--out", str(a.out), "--cache-dir", str(a.cache_dir),
-              "--workers", str(a.workers), "--device", a.device, "--save-scores"]
-    if a.no_progress:
-        common.append("--no-progress")
-    clean = common + (["--limit-pairs", str(a.limit_pairs)] if a.limit_pairs else [])
-    occ_limit = a.occ_limit_pairs or a.limit_pairs
-    occ = common + (["--limit-pairs", str(occ_limit)] if occ_limit else [])
+    from occbench.bench.leaderboard import build_leaderboard, write_leaderboard
+
+    occ_limit = a.occ_limit or a.limit
     models = ["dlib-resnet", a.model] if a.native else [a.model]
     for m in models:
-        occbench("eval", "-m", m, "-p", "lfw", *clean)
-    occbench("eval", "-m", a.model, "-p", "lfw-occ", *occ)
-    occbench("eval", "-m", a.model, "-p", "lfw-occ-id", *occ)
-    occbench("leaderboard", str(a.out), "-o", str(a.out / "leaderboard.csv"))
+        evaluate(m, "lfw", a, a.limit)
+    evaluate(a.model, "lfw-occ", a, occ_limit)
+    evaluate(a.model, "lfw-occ-id", a, occ_limit)
+    lb = build_leaderboard(a.out)
+    csv, md = write_leaderboard(lb, a.out / "leaderboard.csv")
+    print(f"$ occbench leaderboard {a.out} -o {csv}\n{len(lb.rows)} rows from {len(lb.files)} results files")
     table = headline_table(a.out / a.model)
-    (a.out / "proof_table.md").write_text(table)
+    enrolled = headline_table(a.out / a.model, enrolled_only=True)
+    (a.out / "proof_table.md").write_text(
+        "Every pair / probe counts; a failure to enrol is an error (results schema 2):\n\n" + table
+        + "\nOn enrolled pairs / probes only:\n\n" + enrolled)
     print(f"\nresults, plots and leaderboard under {a.out}")
     print(table)
-    print((a.out / "leaderboard.md").read_text() if (a.out / "leaderboard.md").exists() else "")
+    print("enrolled pairs / probes only:")
+    print(enrolled)
+    print(md.read_text())
     return 0
 
 

@@ -13,7 +13,7 @@ import click
 from . import __version__
 from .errors import OccbenchError
 
-COMMAND_MODULES = ("synth", "eval", "dlib")
+COMMAND_MODULES = ("synth", "eval", "dlib", "realism")
 
 
 class OccbenchGroup(click.Group):

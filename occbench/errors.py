@@ -19,3 +19,12 @@ class UnsafeLoadError(OccbenchError):
 
 class ConfigError(OccbenchError):
     """An invalid parameter or configuration value."""
+
+
+class OutputWriteError(OccbenchError):
+    """Writing an output failed (disk full, read-only, permissions, something in the way): a property
+    of the output location, never of an input. Stops a run; the message says what to fix."""
+
+
+class RunLockedError(OccbenchError):
+    """Another process holds the output folder's lock."""

@@ -123,3 +123,66 @@ def test_bin_as_source_pickles_by_path(tmp_path):
     blob = pickle.dumps(src)
     assert len(blob) < sum(map(len, bins))  # by path, not by content
     assert pickle.loads(blob).read_bytes(items[5]) == bins[5]
+
+
+class _Alloc:
+    """Pickles as ``callable(*args)``: allocation bombs of a few dozen bytes."""
+
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def _bomb_files(tmp_path):
+    import struct
+
+    yield "bytearray", pickle.dumps(_Alloc(bytearray, 3 * 10**9), protocol=2)  # 0.2: allowed, 3 GB
+    yield "list-range", pickle.dumps(_Alloc(list, range(10**10)), protocol=2)  # 0.2: allowed, 80 GB
+    yield "bytes", pickle.dumps(_Alloc(bytes, 3 * 10**9), protocol=2)
+    yield "binbytes8", b"\x80\x05\x8e" + struct.pack("<Q", 3 * 10**9) + b"abc."  # a length field, no data
+    arr = pickle.dumps(np.zeros(2, np.uint8), protocol=2)
+    huge = b"\x8a\x05" + (3 * 10**9).to_bytes(5, "little", signed=True)  # LONG1 3e9
+    yield "ndarray-shape", arr.replace(b"K\x00\x85", huge + b"\x85", 1)  # _reconstruct(ndarray, (3e9,), ...)
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_a_tiny_bin_cannot_allocate_gigabytes(tmp_path, flag):
+    """0.2: a 99-byte `(bytearray, (3*10**9,))` passed the restricted unpickler and allocated GBs."""
+    import time
+
+    for name, data in _bomb_files(tmp_path):
+        assert len(data) < 256, name
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(data)
+        if not flag and name in ("bytearray", "list-range", "bytes"):
+            expected = UnsafeLoadError  # not what a .bin holds
+        elif flag and name == "list-range":
+            continue  # opted in to any pickle: a lazy range is beyond what can be bounded here
+        else:
+            expected = BinSetFormatError
+        t0 = time.perf_counter()
+        with pytest.raises(expected) as e:
+            load_binset(path, allow_unsafe_pickle=flag)
+        assert time.perf_counter() - t0 < 1.0, name
+        if expected is BinSetFormatError:
+            assert "bytes" in str(e.value) and "MemoryError" not in str(e.value), (name, str(e.value))
+
+
+def test_bomb_bin_as_a_synth_source_is_a_clean_error(tmp_path):
+    path = tmp_path / "x.bin"
+    path.write_bytes(pickle.dumps(_Alloc(bytearray, 3 * 10**9), protocol=2))
+    with pytest.raises(UnsafeLoadError, match="bytearray"):
+        open_source(path)
+
+
+def test_opted_in_loader_still_loads_real_bins_and_other_pickles(tmp_path):
+    bins = _bins(3)
+    path = tmp_path / "ok.bin"
+    path.write_bytes(pickle.dumps((bins, [True, False, True]), protocol=4))
+    assert load_binset(path, allow_unsafe_pickle=True).read_bytes(5) == bins[5]
+    path.write_bytes(pickle.dumps(([bytearray(b) for b in bins], collections.deque([True, False, True])), protocol=2))
+    with pytest.raises(UnsafeLoadError):
+        load_binset(path)
+    assert load_binset(path, allow_unsafe_pickle=True).issame == [True, False, True]

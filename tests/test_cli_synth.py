@@ -44,7 +44,7 @@ def test_synth_reports_a_summary(runner, src, tmp_path):
     assert res.exit_code == 0, res.output
     assert f"7 images -> 21 rows (3 variants) in {out}" in res.output
     assert "status: ok 18, clean 0, noface 0, error 3" in res.output
-    assert "reason (3): truncated JPEG (no end-of-image marker)" in res.output
+    assert "reason (3): truncated JPEG (data ends before the end-of-image marker)" in res.output
     df = read_manifest(out)
     assert sorted(df["variant"].unique()) == ["s1", "s1.5", "s2"]
     assert json.loads((out / "synth.json").read_text())["config"]["occluders"] == occ.split(",")

@@ -1,8 +1,7 @@
-"""AlignedCropDataset / extract_embeddings / EmbeddingCache."""
+"""AlignedCropDataset / extract_embeddings (the cache tests are in test_embed.py)."""
 from __future__ import annotations
 
 import functools
-import json
 
 import numpy as np
 import pytest
@@ -12,8 +11,7 @@ from occbench.errors import ConfigError
 from occbench.io.images import encode, read_rgb
 from occbench.recognizers.archs import create_arch
 from occbench.recognizers.base import Preprocess
-from occbench.recognizers.extract import (AlignedCropDataset, CacheKey, EmbeddingCache, collate_crops,
-                                          extract_embeddings)
+from occbench.recognizers.extract import AlignedCropDataset, collate_crops, extract_embeddings
 from occbench.recognizers.torch_backend import TorchRecognizer
 from occbench.face.geometry import ARCFACE_112, estimate_similarity, warp
 
@@ -114,58 +112,3 @@ def test_extract_real_lfw_faces(recognizer, lfw_images):
     assert ok.all() and reasons == [""] * len(files)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert len(np.unique(emb.round(5), axis=0)) == len(files)  # distinct faces, distinct embeddings
-
-
-# ---------------------------------------------------------------------------------------------
-# EmbeddingCache
-
-
-def test_cache_roundtrip_and_keys(tmp_path):
-    cache = EmbeddingCache(tmp_path / "cache")
-    key = CacheKey("abc123", "proto9", "mask/surgical v2")
-    assert cache.get(key) is None and key not in cache
-    emb = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
-    emb[2] = np.nan
-    cache.put(key, emb, {"model": "tiny", "n_failed": 1})
-    got, meta = cache.get(("abc123", "proto9", "mask/surgical v2"))  # tuples work as keys too
-    np.testing.assert_array_equal(got, emb)
-    assert got.dtype == np.float32 and meta == {"model": "tiny", "n_failed": 1}
-    # Keys are isolated from each other and files stay inside the root.
-    assert cache.get(CacheKey("abc123", "proto9", "clean")) is None
-    assert cache.get(CacheKey("abc124", "proto9", "mask/surgical v2")) is None
-    npy, side = cache.paths(key)
-    root = (tmp_path / "cache").resolve()
-    assert root in npy.parents and npy.parent == side.parent
-    sidecar = json.loads(side.read_text())
-    assert sidecar["key"]["variant"] == "mask/surgical v2" and sidecar["shape"] == [5, 8]
-    assert not list(root.rglob("*.tmp"))  # atomic writes leave no temp files
-
-
-def test_cache_keys_cannot_escape_root(tmp_path):
-    cache = EmbeddingCache(tmp_path / "c")
-    for key in (CacheKey("..", "..", "../../evil"), CacheKey("/abs", "a", "b"), CacheKey("a", "b", "..")):
-        npy, _ = cache.paths(key)
-        assert (tmp_path / "c").resolve() in npy.parents
-        cache.put(key, np.zeros((1, 2), np.float32))
-        assert cache.get(key) is not None
-    assert not (tmp_path / "evil.npy").exists()
-
-
-def test_cache_corrupt_or_mismatched_entries_are_misses(tmp_path):
-    cache = EmbeddingCache(tmp_path)
-    key = CacheKey("f", "p", "v")
-    emb = np.arange(12, dtype=np.float32).reshape(3, 4)
-    cache.put(key, emb)
-    npy, side = cache.paths(key)
-    data = bytearray(npy.read_bytes())
-    data[-4:] = b"\x00\x00\x80\x7f"  # flip the last value
-    npy.write_bytes(bytes(data))
-    assert cache.get(key) is None
-    cache.put(key, emb)
-    npy.write_bytes(b"garbage")
-    assert cache.get(key) is None
-    cache.put(key, emb)
-    side.unlink()  # sidecar is the commit marker
-    assert cache.get(key) is None
-    cache.put(key, emb * 2)  # overwrite
-    np.testing.assert_array_equal(cache.get(key)[0], emb * 2)

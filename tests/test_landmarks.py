@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -281,3 +282,120 @@ def test_auto_landmarker(lfw_sample):
     assert lm.detect(img).landmarks.source == "mediapipe"
     json.dumps(lm.describe())
     lm.close()
+
+
+# ------------------------------------------------------------- fallback chain (issue 9 §2)
+
+
+def test_detection_to_five_geometry():
+    kp = np.array([[40, 50], [80, 50], [60, 70], [60, 90], [20, 60], [100, 60]], float)
+    five = L.detection_to_five(kp)
+    np.testing.assert_allclose(five[:3], kp[:3])
+    np.testing.assert_allclose(five[3:].mean(0), kp[3])  # mouth centre between the corners
+    np.testing.assert_allclose(five[4, 0] - five[3, 0], L.DETECTION_MOUTH_RATIO * 40)
+    assert L.DETECTION_MOUTH_RATIO == pytest.approx((70.7299 - 41.5493) / (73.5318 - 38.2946))
+    # a rotated face: corners stay parallel to the eye line
+    c, s = np.cos(0.3), np.sin(0.3)
+    rot = L.detection_to_five(kp @ np.array([[c, s], [-s, c]]))
+    np.testing.assert_allclose(rot, five @ np.array([[c, s], [-s, c]]), atol=1e-9)
+
+
+def test_detection_agrees_with_mesh_on_lfw(lfw_sample, mp_landmarker):
+    from occbench.face.geometry import apply_affine, face_frame_transform
+
+    for key, img in lfw_sample:
+        mesh = mp_landmarker.detect(img).landmarks
+        which, found = mp_landmarker._detection_passes(img)
+        assert which == "full-padded" and found, key
+        pts, _ = found[L.choose_face([f[0] for f in found], img.shape[:2])]
+        m = face_frame_transform(mesh.five)
+        d = np.linalg.norm(apply_affine(m, L.detection_to_five(pts[:6])) - apply_affine(m, mesh.five), axis=1)
+        assert (d[:3] < 6).all() and (d[3:] < 12).all(), (key, d)  # 112x112 face-frame pixels
+
+
+def test_masked_face_found_by_detection_fallback(rwmfd_root):
+    img = read_rgb(rwmfd_root / "0001" / "0005.jpg")  # a black cloth mask: the mesh finds no face
+    with L.create_landmarker("mediapipe", detection_fallback=False) as mesh_only:
+        r0 = mesh_only.detect(img)
+    assert r0.status == "noface" and r0.reason == "no face found by mediapipe face mesh"
+    with L.create_landmarker("mediapipe") as lm:
+        r = lm.detect(img)
+    assert r.ok and r.landmarks.method == "detection"
+    assert r.landmarks.source.startswith("mediapipe-detection/") and 0.5 <= r.landmarks.score <= 1
+    _check_plausible_face(r.landmarks.five, *img.shape[:2])
+    row = L.landmarks_to_row("k", r)
+    assert row["method"] == "detection" and row["source"] == r.landmarks.source
+
+
+def test_huge_image_is_downscaled_and_points_mapped_back(lfw_sample, mp_landmarker):
+    import cv2
+
+    _, img = lfw_sample[2]
+    big = cv2.resize(img, (img.shape[1] * 6, img.shape[0] * 6), interpolation=cv2.INTER_CUBIC)  # 1500 px
+    calls = []
+    lm = L.create_landmarker("mediapipe", max_side=512)
+    orig = lm._process
+    lm._process = lambda im: (calls.append(im.shape), orig(im))[1]
+    r = lm.detect(big)
+    lm.close()
+    assert calls == [(512, 512, 3)]  # MediaPipe never saw the 1500 px image
+    ref = mp_landmarker.detect(img).landmarks.five * 6
+    assert np.abs(r.landmarks.five - ref).max() < 6 * 3  # within 3 original pixels
+    assert r.landmarks.dense.max() > 512  # dense points mapped back too
+    with pytest.raises(ConfigError, match="max_side"):
+        L.create_landmarker("mediapipe", max_side=10)
+
+
+def test_aligned_landmarker_falls_back_to_the_template(lfw_sample):
+    from occbench.face.geometry import ARCFACE_112, get_template
+
+    with L.create_landmarker("aligned", template="arcface-112") as lm:
+        r = lm.detect(np.full((160, 160, 3), 127, np.uint8))
+        assert r.ok and r.landmarks.method == "template" and r.landmarks.source == "template"
+        np.testing.assert_allclose(r.landmarks.five, ARCFACE_112 * 160 / 112)
+        bad = lm.detect(np.full((160, 120, 3), 127, np.uint8))
+        assert bad.status == "noface" and "aspect ratio of the declared template arcface-112 (112x112)" in bad.reason
+        key, img = lfw_sample[0]
+        assert lm.detect(img).landmarks.method == "mesh"  # MediaPipe first
+        assert pickle.loads(pickle.dumps(lm)).template.name == "arcface112"
+        assert lm.describe()["template"] == "arcface-112"
+    assert get_template("arcface-112x96") is get_template("arcface112x96")
+    with pytest.raises(ConfigError, match="unknown alignment template 'mtcnn-999'"):
+        L.create_landmarker("aligned", template="mtcnn-999")
+
+
+def test_method_column_round_trip_and_old_tables(tmp_path):
+    rows = [L.landmarks_to_row("a.jpg", L.LandmarkResult.found(FaceLandmarks(ARCFACE_112, source="mediapipe-detection/short",
+                                                                           method="detection"))),
+            L.landmarks_to_row("b.jpg", L.LandmarkResult.found(FaceLandmarks(ARCFACE_112, source="template",
+                                                                           method="template")))]
+    L.write_landmarks_table(rows, tmp_path / "new.csv")
+    assert list(pd.read_csv(tmp_path / "new.csv").columns) == list(L.TABLE_COLUMNS)
+    lm = L.create_landmarker("file", path=tmp_path / "new.csv")
+    assert lm.detect(np.zeros((5, 5, 3), np.uint8), key="a.jpg").landmarks.method == "detection"
+    # a 0.2 table has no method column: the method is inferred from the source
+    old = pd.read_csv(tmp_path / "new.csv").drop(columns=["method"])
+    old.loc[0, "source"] = "mediapipe"
+    old.to_csv(tmp_path / "old.csv", index=False)
+    lm = L.create_landmarker("file", path=tmp_path / "old.csv")
+    assert lm.detect(np.zeros((5, 5, 3), np.uint8), key="a.jpg").landmarks.method == "mesh"
+    assert lm.detect(np.zeros((5, 5, 3), np.uint8), key="b.jpg").landmarks.method == "template"
+
+
+def test_rwmfd_enrolment_example(rwmfd_root, tmp_path):
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import rwmfd_enrolment
+
+    src = tmp_path / "src"
+    for rel in ("0001/0005.jpg", "0000/0000.jpg"):  # a detection find (black mask) and whatever 0000 gets
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(rwmfd_root / rel, src / rel)
+    assert rwmfd_enrolment.main(["--src", str(src), "--out", str(tmp_path / "out"), "--sample", "2"]) == 0
+    summary = json.loads((tmp_path / "out" / "enrolment.json").read_text())
+    assert summary["images"] == 2 and summary["by_method"].get("detection", 0) >= 1
+    table = pd.read_csv(tmp_path / "out" / "landmarks.csv")
+    assert set(table["method"].dropna()) <= set(L.METHODS)
+    assert (tmp_path / "out" / "alignments.png").stat().st_size > 0

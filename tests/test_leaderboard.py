@@ -49,14 +49,16 @@ def test_rows_come_from_the_json_files(results_dir, tmp_path):
         assert row["model_fingerprint"] == d["model"]["fingerprint"]
         assert row["occbench_version"] == d["occbench_version"]
         key = "accuracy" if row["protocol"] == "pairs" else "rank1"
-        assert row[key] == pytest.approx(m[key]) and row["main_value"] == pytest.approx(m[key])
+        # rates in percent, the unit in the column name
+        assert row[f"{key}_pct"] == pytest.approx(100 * m[key]) and row["main_value_pct"] == pytest.approx(100 * m[key])
         assert bool(row["is_main"])
+        assert row["fte_rate_pct"] == pytest.approx(100 * m["fte_rate"]) and row["schema_version"] == 2
     # within a protocol/variant, the better model comes first
     for _, g in df.groupby(["protocol", "variant"], sort=False):
-        assert list(g["main_value"]) == sorted(g["main_value"], reverse=True)
+        assert list(g["main_value_pct"]) == sorted(g["main_value_pct"], reverse=True)
     text = md.read_text()
     assert md.name == "leaderboard.md" and "## Main scores" in text and "## pairs" in text and "## gallery-probe" in text
-    assert "| tiny0 | clean **(main)** |" in text and "notes.json" in text
+    assert "| tiny0 | clean **(main)** |" in text and "notes.json" in text and "FTE %" in text
 
 
 def test_occluded_variants_in_report_order(tmp_path):

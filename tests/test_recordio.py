@@ -242,3 +242,18 @@ def test_unpack_rejects_short_payloads():
         unpack(b"\0" * 10)
     with pytest.raises(CorruptRecordError, match="labels"):
         unpack(struct.pack("<IfQQ", 5, 0.0, 0, 0) + b"\0" * 8)
+
+
+def test_a_record_claiming_more_bytes_than_the_file_holds_is_refused_before_reading(tmp_path, monkeypatch):
+    """A 12-byte .rec whose header claims a 500 MB record: refused without asking pread for 500 MB."""
+    import occbench.io.recordio as rio
+
+    rec = tmp_path / "lie.rec"
+    rec.write_bytes(MAGIC_B + struct.pack("<I", 500 * 2**20) + b"\xff\xd8\xff\xe0")
+    asked = []
+    real = rio.os.pread
+    monkeypatch.setattr(rio.os, "pread", lambda fd, n, off: asked.append(n) or real(fd, n, off))
+    reader = RecordIOReader(rec, idx_path=False)
+    with pytest.raises(CorruptRecordError, match=r"truncated \(4 of 524288000 data bytes present\)"):
+        reader.read_record(0)
+    assert max(asked) <= rec.stat().st_size

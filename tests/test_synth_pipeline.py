@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from occbench.errors import ConfigError
+from occbench.errors import ConfigError, OutputWriteError
 from occbench.io.images import decode_rgb, sniff_format
 from occbench.synth import pipeline
 from occbench.synth.manifest import MANIFEST_COLUMNS, read_manifest
@@ -77,7 +77,7 @@ def test_outputs_labels_and_manifest_contract(faces, tmp_path):
         src_bytes = (faces / r["key"]).read_bytes()
         img_bytes = (out / r["image"]).read_bytes()
         assert r["image"] == f"images/main/{r['key']}"
-        assert r["mask"] == f"masks/main/{r['key'].rsplit('.', 1)[0]}.png"
+        assert r["mask"] == f"masks/main/{r['key']}.png"  # the key's extension is kept: x.jpg, x.webp differ
         assert sniff_format(img_bytes) == sniff_format(src_bytes) == r["fmt"]
         img = decode_rgb(img_bytes)
         mask = cv2.imdecode(np.frombuffer((out / r["mask"]).read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
@@ -358,28 +358,33 @@ def test_occluders_dir_is_loaded_in_workers(faces, tmp_path):
     assert meta["config"]["occluders_dir"] == str(folder) and name in meta["occluders"]
 
 
-def test_writes_are_atomic_and_a_failed_write_is_recorded(faces, tmp_path, monkeypatch):
-    """Files land by rename from OUT/.synth/tmp; a failing write is an error row with its reason, nothing is left."""
+def test_a_failed_output_write_stops_the_run_and_a_rerun_resumes(faces, tmp_path, monkeypatch):
+    """Files land by rename from a part file beside them. A failing OUTPUT write is not the input's
+    fault: the run stops with one clear error (no error row, no part file left, no PID-specific path),
+    and rerunning after the fix gives the bytes of a clean run (0.2 logged it as the image's row)."""
+    clean = tmp_path / "clean"
+    run_synth(_cfg(faces, clean, limit=4), progress=False)
     real_replace = pipeline.os.replace
     failed = []
 
     def flaky_replace(src, dst):
         if "/masks/" in str(dst) and not failed:
-            failed.append(dst)
+            failed.append((src, dst))
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
     monkeypatch.setattr(pipeline.os, "replace", flaky_replace)
     out = tmp_path / "o"
+    with pytest.raises(OutputWriteError, match=r"masks/main/id0/face_0000.jpg.png: the disk is full.*rerun the same"):
+        run_synth(_cfg(faces, out, limit=4), progress=False)
+    part, dest = failed[0]
+    assert Path(part).parent == Path(dest).parent and not Path(part).exists() and not Path(dest).exists()
+    log = (out / ".synth" / "rows.jsonl")
+    assert not log.exists() or b"error" not in log.read_bytes()
+    monkeypatch.setattr(pipeline.os, "replace", real_replace)
     s = run_synth(_cfg(faces, out, limit=4), progress=False)
-    df = read_manifest(out)
-    err = df[df["status"] == "error"]
-    assert s.status_counts == {"error": 1, "ok": 3} and len(failed) == 1
-    assert err["reason"].iloc[0] == "OSError: [Errno 28] No space left on device"
-    assert not Path(failed[0]).exists() and err["mask"].iloc[0] == ""
-    ok = df[df["status"] == "ok"]
-    assert all((out / p).is_file() for p in list(ok["image"]) + list(ok["mask"]))
-    assert not any((out / ".synth" / "tmp").iterdir())
+    assert s.status_counts == {"ok": 4} and tree_bytes(out) == tree_bytes(clean)
+    assert not [p for p in out.rglob("*.part")] and not (out / ".synth" / "tmp").exists()
 
 
 def test_decode_rgb_equals_a_bgr_decode_reversed():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -18,7 +18,7 @@ from .. import paths
 from ..paths import resolve_under
 from ..errors import ConfigError, DataNotFoundError
 from ..io.binset import fold_of
-from ..io.lfw import Pair, read_lfw_pairs
+from ..io.lfw import Pair, read_lfw_pairs, read_two_line_pairs
 from ..recognizers.registry import file_sha256
 from .protocols import Protocol, _as_list
 
@@ -37,14 +37,16 @@ class Task:
     images_root: Path | None = None
     binset: object | None = None  # occbench.io.binset.BinSet for .bin protocols
     pairs: list[Pair] = field(default_factory=list)
-    gallery: list[tuple[str, str]] = field(default_factory=list)  # (key, identity)
+    # 1:N and all-to-all: (key, identity); all-to-all scores every probe against every gallery image
+    gallery: list[tuple[str, str]] = field(default_factory=list)
     probes: list[tuple[str, str]] = field(default_factory=list)
     identity: dict = field(default_factory=dict)  # data files' content identity (for protocol_hash)
     missing: dict[str, str] = field(default_factory=dict)  # key -> reason (listed but not found)
     allow_unsafe_pickle: bool = False
-    subset: dict | None = None  # how --limit-pairs shrank the task
+    subset: dict | None = None  # how --limit shrank the task
     root: Path | None = None  # the data root the protocol's relative paths were resolved under
     resolved: dict[str, Path] = field(default_factory=dict)  # key -> checked image path (folders)
+    masked: dict[str, bool] | None = None  # --masked-list: key -> wears a real mask (None: no list)
 
     def keys(self) -> list[str]:
         """Every image the task uses, each once, sorted."""
@@ -79,8 +81,11 @@ class Task:
             n_same = sum(p.same for p in self.pairs)
             return {"n_pairs": len(self.pairs), "n_genuine": n_same, "n_impostor": len(self.pairs) - n_same,
                     "n_images": len(self.keys()), "n_missing_images": len(self.missing)}
-        return {"n_gallery": len(self.gallery), "n_probes": len(self.probes), "n_images": len(self.keys()),
-                "n_missing_images": len(self.missing)}
+        out = {"n_gallery": len(self.gallery), "n_probes": len(self.probes), "n_images": len(self.keys()),
+               "n_missing_images": len(self.missing)}
+        if self.kind == "all-to-all":
+            out.update(all_to_all_counts(self.probes, self.gallery))
+        return out
 
 
 # ----------------------------------------------------------------------------------- locate
@@ -104,15 +109,18 @@ def _find_file(protocol: Protocol, root: Path, field_name: str) -> Path:
         p = paths.safe_join(root, rel)
         if p.is_file():
             return p
-    tried = ", ".join(str(paths.safe_join(root, c)) for c in cands)
+    tried = ", ".join(str(Path(root) / c) for c in cands)  # as typed (no resolved symlinks), like expects()
     raise DataNotFoundError(f"no {field_name} file found (looked for {tried}). {protocol.expects(str(root))}")
 
 
 def _images_dir(protocol: Protocol, root: Path) -> Path:
-    d = paths.safe_join(root, protocol.data["images"])
-    if not d.is_dir():
-        raise DataNotFoundError(f"image folder {d} not found. {protocol.expects(str(root))}")
-    return d
+    cands = _as_list(protocol.data["images"])  # a list = alternatives, the first folder found wins
+    for rel in cands:
+        d = paths.safe_join(root, rel)
+        if d.is_dir():
+            return d
+    tried = " nor ".join(str(Path(root) / c) for c in cands)  # as typed, like expects()
+    raise DataNotFoundError(f"image folder {tried} not found. {protocol.expects(str(root))}")
 
 
 def _file_identity(p: Path) -> dict:
@@ -139,9 +147,18 @@ def load_task(protocol: Protocol, data_root: str | os.PathLike | None = None,
         task = _lfw_identification(protocol, root)
     elif fmt == "gallery-probe":
         task = _gallery_probe(protocol, root)
+    elif fmt == "calfw-pairs":
+        task = _calfw_pairs(protocol, root)
+    elif fmt == "identity-folders":
+        task = _identity_folders(protocol, root)
     else:  # validated earlier; defensive
         raise ConfigError(f"unsupported data format {fmt!r}")
     task.root = root
+    if task.images_root is not None and ("masked_list" in protocol.overrides or protocol.data.get("masked_list")):
+        _attach_masked_list(protocol, root, task)
+    elif "mask-unmasked" in ((protocol.occlusion or {}).get("modes") or ()):
+        raise ConfigError(f"protocol {protocol.name} masks the images a masked list marks unmasked: pass "
+                          "--masked-list masked.csv (columns path,masked; one row per image)")
     return check_images(limit_task(task, limit))
 
 
@@ -163,7 +180,7 @@ def check_images(task: Task) -> Task:
 def _lfw_pairs(protocol: Protocol, root: Path) -> Task:
     images = _images_dir(protocol, root)
     pf = _find_file(protocol, root, "pairs")
-    pairs = read_lfw_pairs(pf)
+    pairs = read_lfw_pairs(pf, images_dir=images)
     folds = protocol.data["folds"]
     if folds not in ("file", "auto"):
         ids = fold_of(len(pairs), folds)
@@ -171,6 +188,82 @@ def _lfw_pairs(protocol: Protocol, root: Path) -> Task:
     task = Task(protocol, "verification", str(images), images_root=images, pairs=pairs,
                 identity={"pairs": _file_identity(pf), "layout": "lfw"})
     return task
+
+
+def _calfw_pairs(protocol: Protocol, root: Path) -> Task:
+    images = _images_dir(protocol, root)
+    pf = _find_file(protocol, root, "pairs")
+    pairs = [Pair(_norm_rel(p.key1, str(pf)), _norm_rel(p.key2, str(pf)), p.same, p.fold)
+             for p in read_two_line_pairs(pf)]
+    folds = protocol.data["folds"]
+    if folds not in ("file", "auto"):
+        ids = fold_of(len(pairs), folds)
+        pairs = [Pair(p.key1, p.key2, p.same, f) for p, f in zip(pairs, ids)]
+    return Task(protocol, "verification", str(images), images_root=images, pairs=pairs,
+                identity={"pairs": _file_identity(pf), "layout": "calfw"})
+
+
+def read_masked_list(path: Path) -> dict[str, bool]:
+    """A per-image list ``path,masked`` (header required; masked 1/0, true/false, yes/no) -> {key: masked}."""
+    rows = _read_csv(path, ("path", "masked"))
+    out: dict[str, bool] = {}
+    for i, r in enumerate(rows):
+        where = f"{path} row {i + 2}"
+        key = _norm_rel(r["path"], where)
+        if key in out:
+            raise ConfigError(f"{where}: {key} is listed twice")
+        t = r["masked"].strip().lower()
+        if t not in TRUE | FALSE:
+            raise ConfigError(f"{where}: 'masked' must be 1/0 (or true/false), got {r['masked']!r}")
+        out[key] = t in TRUE
+    if not out:
+        raise ConfigError(f"{path} lists no images")
+    return out
+
+
+def _attach_masked_list(protocol: Protocol, root: Path, task: Task) -> None:
+    """Read --masked-list / data.masked_list; every image of the task must be listed."""
+    mf = _find_file(protocol, root, "masked_list")
+    masked = read_masked_list(mf)
+    missing = [k for k in task.keys() if k not in masked]
+    if missing:
+        raise ConfigError(f"{mf} does not say whether {len(missing)} image(s) of {protocol.name} are masked, "
+                          f"e.g. {', '.join(missing[:3])}; list every image (path,masked)")
+    task.masked = {k: masked[k] for k in task.keys()}
+    task.identity["masked_list"] = _file_identity(mf)
+    if task.kind == "all-to-all":  # MFR style: masked probes against the unmasked gallery
+        task.probes = [(k, i) for k, i in task.probes if task.masked[k]]
+        task.gallery = [(k, i) for k, i in task.gallery if not task.masked[k]]
+        if not task.probes or not task.gallery:
+            raise ConfigError(f"{mf}: all-to-all needs masked probes and unmasked gallery images; got "
+                              f"{len(task.probes)} masked, {len(task.gallery)} unmasked")
+
+
+def _identity_folders(protocol: Protocol, root: Path) -> Task:
+    """All-to-all over ``images/<identity>/<image>``: every image is a gallery image and a probe (self
+    pairs excluded by the metric); with a masked list, masked images are the probes, unmasked the gallery."""
+    images = _images_dir(protocol, root)
+    keys = _list_images(images)
+    if not keys:
+        raise DataNotFoundError(f"no images under {images}. {protocol.expects(str(root))}")
+    ident = [(k, PurePosixPath(k).parent.as_posix()) for k in sorted(keys)]
+    flat = [k for k, i in ident if i == "."]
+    if flat:
+        raise ConfigError(f"{images}: all-to-all needs one folder per identity; {len(flat)} image(s) lie directly "
+                          f"in the image folder, e.g. {flat[0]}")
+    digest = hashlib.sha256("\n".join(k for k, _ in ident).encode()).hexdigest()
+    return Task(protocol, "all-to-all", str(images), images_root=images, gallery=list(ident), probes=list(ident),
+                identity={"images": {"n": len(ident), "keys_sha256": digest}, "layout": "identity-folders"})
+
+
+def all_to_all_counts(probes: list[tuple[str, str]], gallery: list[tuple[str, str]]) -> dict:
+    """Genuine / impostor pair counts of an all-to-all task (self pairs, same key, excluded)."""
+    per_id = Counter(i for _, i in gallery)
+    gal_keys = {k for k, _ in gallery}
+    n_self = sum(1 for k, _ in probes if k in gal_keys)
+    n_same = sum(per_id[i] for _, i in probes)
+    return {"n_genuine": n_same - n_self, "n_impostor": len(probes) * len(gallery) - n_same,
+            "n_excluded_self": n_self}
 
 
 def _norm_rel(path_text: str, where: str) -> str:
@@ -300,7 +393,7 @@ def _gallery_probe(protocol: Protocol, root: Path) -> Task:
 
 
 def limit_task(task: Task, limit: int | None) -> Task:
-    """A deterministic subset for quick runs (``--limit-pairs N``).
+    """A deterministic subset for quick runs (``--limit N``; ``--limit-pairs`` is its old name).
 
     Verification: N pairs taken round-robin over the (fold, genuine/impostor) groups in file order, so
     every fold and both classes stay represented. Identification: about N probes, half mated (whole
@@ -310,7 +403,20 @@ def limit_task(task: Task, limit: int | None) -> Task:
         return task
     limit = int(limit)
     if limit < 1:
-        raise ConfigError(f"--limit-pairs must be >= 1, got {limit}")
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    if task.kind == "all-to-all":  # whole identities, sorted by name, until about N probes
+        per_id = Counter(i for _, i in task.probes)
+        keep: set[str] = set()
+        n = 0
+        for ident in sorted(per_id):
+            if n >= limit:
+                break
+            keep.add(ident)
+            n += per_id[ident]
+        task.probes = [(k, i) for k, i in task.probes if i in keep]
+        task.gallery = [(k, i) for k, i in task.gallery if i in keep]
+        task.subset = {"limit": limit, "n_selected": len(task.probes)}
+        return task
     if task.kind == "verification":
         groups: dict[tuple, list[int]] = {}
         for i, p in enumerate(task.pairs):
@@ -323,7 +429,7 @@ def limit_task(task: Task, limit: int | None) -> Task:
                     chosen.append(q.pop())
         sel = sorted(chosen)
         task.pairs = [task.pairs[i] for i in sel]
-        task.subset = {"limit_pairs": limit, "n_selected": len(sel)}
+        task.subset = {"limit": limit, "n_selected": len(sel)}
     else:
         gal_ids = {ident for _, ident in task.gallery}
         mated = [(k, i) for k, i in task.probes if i in gal_ids]
@@ -339,5 +445,5 @@ def limit_task(task: Task, limit: int | None) -> Task:
         keep = set(keep_ids)
         task.gallery = [(k, i) for k, i in task.gallery if i in keep]
         task.probes = [(k, i) for k, i in task.probes if i in keep] + nonmated[: max(limit - n, 0)]
-        task.subset = {"limit_pairs": limit, "n_selected": len(task.probes)}
+        task.subset = {"limit": limit, "n_selected": len(task.probes)}
     return task

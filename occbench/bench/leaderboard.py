@@ -1,10 +1,14 @@
 """Leaderboards built only from result JSON files (scoring and publishing stay separate).
 
 ``build_leaderboard(results_dir)`` reads every ``*.json`` under the folder that is an occbench results
-file (others are reported as skipped, never silently ignored) and returns one row per
-model x protocol x variant. ``write_leaderboard(rows, "leaderboard.csv")`` writes the CSV and a
-markdown rendering beside it (``leaderboard.md``): a summary of each protocol's main score per
-model, then one table per protocol.
+file (through ``EvalResult.from_json``; others are reported as skipped, never silently ignored) and
+returns one row per model x protocol x variant. ``write_leaderboard(rows, "leaderboard.csv")`` writes
+the CSV and a markdown rendering beside it (``leaderboard.md``): a summary of each protocol's main
+score per model, then one table per protocol.
+
+Units: rates are in percent everywhere here; CSV columns say so (``accuracy_pct``). A metric a
+variant could not measure (e.g. TAR@FAR=1e-3 with fewer than 1,000 impostors) is an empty CSV cell;
+the markdown prints ``n/a (why)``.
 """
 from __future__ import annotations
 
@@ -16,13 +20,16 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataNotFoundError, OccbenchError
 from ..io.atomic import atomic_write_table, atomic_write_text
-from .results import validate_results
+from ..metrics.names import IDENTIFICATION, VERIFICATION, metric, pct_column
+from .occlusion import LEADERBOARD_COLUMNS as OCCLUSION_COLUMNS, leaderboard_values
+from .results import EvalResult, metric_value
 
-VERIFICATION_COLUMNS = ("accuracy", "accuracy_std", "tar_at_far_1e-3", "eer", "auc")
-IDENTIFICATION_COLUMNS = ("rank1", "rank5", "tpir_at_fpir_1e-2", "tpir_at_fpir_1e-1")
-METRIC_COLUMNS = VERIFICATION_COLUMNS + IDENTIFICATION_COLUMNS
-COLUMNS = (("model", "protocol", "variant", "is_main", "main_metric", "main_value") + METRIC_COLUMNS
-           + ("n", "n_fte", "limit_pairs", "occbench_version", "protocol_version", "protocol_hash",
+VERIFICATION_COLUMNS = VERIFICATION
+IDENTIFICATION_COLUMNS = IDENTIFICATION
+METRIC_COLUMNS = VERIFICATION_COLUMNS + ("tar_at_far_1e-4",) + IDENTIFICATION_COLUMNS + ("fte_rate",)
+COLUMNS = (("model", "protocol", "variant", "is_main", "main_metric", "main_value_pct")
+           + tuple(pct_column(c) for c in METRIC_COLUMNS) + OCCLUSION_COLUMNS
+           + ("n", "n_fte", "limit", "occbench_version", "schema_version", "protocol_version", "protocol_hash",
               "model_fingerprint", "file"))
 
 
@@ -33,24 +40,35 @@ class Leaderboard:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why)
 
 
-def _rows_of(d: dict, rel: str) -> list[dict]:
-    main = d.get("main_score") or {}
-    prot = d["protocol"]
+def _pct(name: str, value):
+    return None if value is None else metric(name).percent(value)
+
+
+def _rows_of(res: EvalResult, rel: str) -> list[dict]:
+    main = res.main_score or {}
+    prot = res.protocol
     subset = prot.get("subset") or {}
     out = []
-    order = [v for v in d.get("variant_order", []) if v in d["variants"]]
-    order += [v for v in d["variants"] if v not in order]
-    for v in order:
-        entry = d["variants"][v]
-        m = entry["metrics"]
-        metric = main.get("metric")
-        row = {"model": d["model"]["name"], "protocol": prot["name"], "variant": v,
-               "is_main": v == main.get("variant"), "main_metric": metric, "main_value": m.get(metric),
-               **{c: m.get(c) for c in METRIC_COLUMNS},
-               "n": entry.get("n_pairs", entry.get("n_probes")), "n_fte": entry.get("n_fte"),
-               "limit_pairs": subset.get("limit_pairs"), "occbench_version": d["occbench_version"],
+    order = list(res.variants)
+    for v in res.variants.values():
+        mname = main.get("metric")
+        vals, why = {}, {}
+        for c in METRIC_COLUMNS:
+            val, reason = metric_value(v, c)
+            if c == "fte_rate" and val is None and reason == "not measured" and v.n:
+                val, reason = (v.n_fte or 0) / v.n, None  # schema 1: the rate from the counts
+            vals[pct_column(c)] = _pct(c, val)
+            if reason and (c in v.metrics or c in v.operating_points):
+                why[pct_column(c)] = reason
+        main_val = metric_value(v, mname)[0] if mname else None
+        row = {"model": res.model["name"], "protocol": prot["name"], "variant": v.name,
+               "is_main": v.name == main.get("variant"), "main_metric": mname,
+               "main_value_pct": _pct(mname, main_val) if mname else None, **vals, **leaderboard_values(v),
+               "n": v.n, "n_fte": v.n_fte, "limit": subset.get("limit", subset.get("limit_pairs")),
+               "occbench_version": res.occbench_version, "schema_version": res.schema_version,
                "protocol_version": prot["version"], "protocol_hash": prot["hash"],
-               "model_fingerprint": d["model"]["fingerprint"], "file": rel, "_order": order.index(v)}
+               "model_fingerprint": res.model["fingerprint"], "file": rel, "_order": order.index(v.name),
+               "_why": why}
         out.append(row)
     return out
 
@@ -63,23 +81,24 @@ def build_leaderboard(results_dir: str | os.PathLike) -> Leaderboard:
     for p in sorted(root.rglob("*.json")):
         rel = p.relative_to(root).as_posix()
         try:
-            d = json.loads(p.read_text(encoding="utf-8"))
+            text = p.read_text(encoding="utf-8")
+            json.loads(text)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             lb.skipped.append((rel, f"unreadable JSON: {e}"))
             continue
         try:
-            validate_results(d, rel)
+            res = EvalResult.from_json(text, rel)
         except OccbenchError as e:
             lb.skipped.append((rel, str(e)))
             continue
         lb.files.append(rel)
-        lb.rows.extend(_rows_of(d, rel))
+        lb.rows.extend(_rows_of(res, rel))
     if not lb.files:
         why = f" ({len(lb.skipped)} JSON files skipped: {lb.skipped[0][1]})" if lb.skipped else ""
         raise DataNotFoundError(f"no occbench results files under {root}{why}")
 
     def sort_key(r):
-        v = r["main_value"]
+        v = r["main_value_pct"]
         return (r["protocol"], r["_order"], -(v if isinstance(v, (int, float)) and not _nan(v) else -math.inf),
                 r["model"], r["file"])
 
@@ -89,43 +108,52 @@ def build_leaderboard(results_dir: str | os.PathLike) -> Leaderboard:
     return lb
 
 
+OCC_LABELS = {"mask_iou_pct": "mask IoU", "pattern_top1_pct": "pattern top-1"}  # empty for models without
+
+
 def _nan(v) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
 
-def _fmt(v) -> str:
-    """Rates as percent with two decimals; missing as an en dash."""
+def _fmt(v, why: str | None = None) -> str:
+    """Percent values with two decimals; unmeasured as 'n/a (why)', absent as an en dash."""
     if v is None or _nan(v):
-        return "–"
+        return f"n/a ({why})" if why else "–"
     if isinstance(v, float):
-        return f"{100 * v:.2f}"
+        return f"{v:.2f}"
     return str(v)
 
 
 def to_markdown(lb: Leaderboard) -> str:
     rows = lb.rows
     lines = ["# occbench leaderboard", "",
-             f"Built from {len(lb.files)} results file(s). Rates in percent. "
+             f"Built from {len(lb.files)} results file(s). Rates in percent. FTE: failure-to-enrol rate "
+             "(failed pairs / probes count as errors in every metric from results schema 2 on). "
              "Rows are ordered by protocol, variant, then main score.", ""]
     mains = [r for r in rows if r["is_main"]]
     if mains:
-        lines += ["## Main scores", "", "| protocol | variant | metric | model | score | n | n_fte | version |",
-                  "|---|---|---|---|---:|---:|---:|---|"]
+        lines += ["## Main scores", "", "| protocol | variant | metric | model | score | n | n_fte | FTE % | version |",
+                  "|---|---|---|---|---:|---:|---:|---:|---|"]
         for r in mains:
-            note = f" (limit {r['limit_pairs']})" if r["limit_pairs"] else ""
+            note = f" (limit {r['limit']})" if r["limit"] else ""
             lines.append(f"| {r['protocol']} | {r['variant']} | {r['main_metric']} | {r['model']}{note} | "
-                         f"{_fmt(r['main_value'])} | {r['n']} | {r['n_fte']} | {r['occbench_version']} |")
+                         f"{_fmt(r['main_value_pct'], r['_why'].get(pct_column(r['main_metric'])))} | {r['n']} | "
+                         f"{r['n_fte']} | {_fmt(r['fte_rate_pct'])} | {r['occbench_version']} |")
         lines.append("")
     for prot in dict.fromkeys(r["protocol"] for r in rows):
         prow = [r for r in rows if r["protocol"] == prot]
-        cols = [c for c in METRIC_COLUMNS if any(r[c] is not None and not _nan(r[c]) for r in prow)]
+        cols = [c for c in METRIC_COLUMNS if c != "fte_rate"
+                and any(r[pct_column(c)] is not None or pct_column(c) in r["_why"] for r in prow)]
+        cols.append("fte_rate")
+        occ = [c for c in ("mask_iou_pct", "pattern_top1_pct") if any(r.get(c) is not None for r in prow)]
         lines += [f"## {prot}", "", f"protocol hash(es): {', '.join(sorted({r['protocol_hash'] for r in prow}))}", "",
-                  "| model | variant | " + " | ".join(cols) + " | n | n_fte |",
-                  "|---|---|" + "---:|" * (len(cols) + 2)]
+                  "| model | variant | " + " | ".join(metric(c).label for c in cols)
+                  + "".join(f" | {OCC_LABELS[c]}" for c in occ) + " | n | n_fte |",
+                  "|---|---|" + "---:|" * (len(cols) + len(occ) + 2)]
         for r in prow:
             mark = " **(main)**" if r["is_main"] else ""
-            note = f" (limit {r['limit_pairs']})" if r["limit_pairs"] else ""
-            vals = [_fmt(r[c]) for c in cols]
+            note = f" (limit {r['limit']})" if r["limit"] else ""
+            vals = [_fmt(r[pct_column(c)], r["_why"].get(pct_column(c))) for c in cols] + [_fmt(r.get(c)) for c in occ]
             lines.append(f"| {r['model']}{note} | {r['variant']}{mark} | " + " | ".join(vals)
                          + f" | {r['n']} | {r['n_fte']} |")
         lines.append("")

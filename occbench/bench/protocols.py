@@ -35,27 +35,34 @@ import yaml
 from ..errors import ConfigError, DataNotFoundError
 from ..paths import resource_dir, safe_join
 
-KINDS = ("verification", "identification")
+KINDS = ("verification", "identification", "all-to-all")
 FORMATS = {
     "lfw-pairs": "verification",
+    "calfw-pairs": "verification",
     "pairs-csv": "verification",
     "bin": "verification",
     "lfw-identification": "identification",
     "gallery-probe": "identification",
+    "identity-folders": "all-to-all",
 }
-LANDMARK_METHODS = ("mediapipe", "template", "auto", "file")
-MODES = {"verification": ("N-O", "O-O"), "identification": ("N-O",)}
+LANDMARK_METHODS = ("mediapipe", "template", "auto", "file", "aligned")
+# N-O: second image / probes occluded; O-O: both images; mask-unmasked: every image the masked list
+# marks unmasked gets the occluder, real-masked images stay as published (mfr2-synth)
+MODES = {"verification": ("N-O", "O-O", "mask-unmasked"), "identification": ("N-O",), "all-to-all": ("N-O",)}
 PLACEMENTS = ("anchored", "free")
 BREAKDOWNS = ("scale", "occluder", "placement")
 VERIFICATION_METRICS = ("accuracy", "accuracy_std", "auc", "eer")
 IDENTIFICATION_METRICS = ("rank1", "rank5")
 
 TOP_KEYS = {"include", "name", "kind", "description", "version", "data", "landmarks", "occlusion", "metrics",
-            "main_score"}
-DATA_KEYS = {"format", "images", "pairs", "bin", "gallery", "probe", "folds", "min_images"}
+            "main_score", "about"}
+# ext: the image extension named in messages (any extension found on disk is read)
+DATA_KEYS = {"format", "images", "pairs", "bin", "gallery", "probe", "folds", "min_images", "masked_list", "ext"}
 OCCLUSION_KEYS = {"occluders", "scales", "headline", "modes", "breakdown", "seed", "k", "jpeg_quality"}
-SHOW_ORDER = ("name", "kind", "version", "description", "data", "landmarks", "occlusion", "metrics", "main_score")
-FILE_FIELDS = ("pairs", "bin", "gallery", "probe")  # data files that CLI flags can replace
+SHOW_ORDER = ("name", "kind", "version", "description", "about", "data", "landmarks", "occlusion", "metrics",
+              "main_score")
+FILE_FIELDS = ("pairs", "bin", "gallery", "probe", "masked_list")  # data files that CLI flags can replace
+MASKED_LIST_FORMATS = ("lfw-pairs", "calfw-pairs", "pairs-csv", "identity-folders")  # accept --masked-list
 _PROBE_ROOT = Path("/occbench-data-root/x")  # a stand-in root for checking relative paths early
 
 DEFAULTS: dict[str, Any] = {
@@ -64,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "landmarks": {"method": "auto"},
     "metrics": {"far": [1e-2, 1e-3, 1e-4], "fpir": [1e-2, 1e-1], "max_rank": 20},
 }
+ALL_TO_ALL_FAR = [1e-4, 1e-5, 1e-6]  # the MFR track's operating points (default far of all-to-all)
 OCCLUSION_DEFAULTS: dict[str, Any] = {
     "seed": 0, "k": 5, "jpeg_quality": 95, "scales": [2.0],
     "headline": {"placement": "anchored"}, "breakdown": [],
@@ -162,7 +170,11 @@ class Protocol:
                 continue
             if k not in FILE_FIELDS:
                 raise ConfigError(f"unknown data override {k!r}; known: {', '.join(FILE_FIELDS)}")
-            if k not in _format_files(self.data["format"]):
+            if k == "masked_list":
+                if self.data["format"] not in MASKED_LIST_FORMATS:
+                    raise ConfigError(f"protocol {self.name!r} (data format {self.data['format']}) takes no "
+                                      f"masked list; formats that do: {', '.join(MASKED_LIST_FORMATS)}")
+            elif k not in _format_files(self.data["format"]):
                 raise ConfigError(f"protocol {self.name!r} (data format {self.data['format']}) does not read a "
                                   f"{k} file; it reads: {', '.join(_format_files(self.data['format']))}")
             p = Path(v).expanduser()
@@ -188,7 +200,7 @@ class Protocol:
     def variants(self) -> list[VariantSpec]:
         """Explicit variants, in report order: clean, then per mode the headline and its breakdowns."""
         out = [VariantSpec("clean", "clean", "clean", "both images clean" if self.kind == "verification"
-                           else "gallery and probes clean")]
+                           else "gallery and probes clean (as published)")]
         occ = self.occlusion
         if not occ:
             return out
@@ -251,8 +263,15 @@ class Protocol:
         d = self.data
         fmt = d["format"]
         parts = []
+        images = " or ".join(f"{root}/{i}" for i in _as_list(d["images"]))
         if fmt in ("lfw-pairs", "lfw-identification"):
-            parts.append(f"{root}/{_join(d['images'], '<Name>/<Name>_NNNN.jpg')}")
+            ext = d.get("ext", "jpg")
+            layout = f"<Name>/<Name>_NNNN.{ext}"
+            parts.append(" or ".join(f"{root}/{_join(i, layout)}" for i in _as_list(d["images"])))
+        elif fmt == "calfw-pairs":
+            parts.append(f"images under {images}")
+        elif fmt == "identity-folders":
+            parts.append(" or ".join(f"{root}/{_join(i, '<identity>/<image>')}" for i in _as_list(d["images"])))
         elif fmt in ("pairs-csv", "gallery-probe"):
             parts.append(f"images under {root}/{d['images']}".rstrip("/.") if d["images"] not in (".", "")
                          else f"images under {root}")
@@ -261,13 +280,16 @@ class Protocol:
             if cands:
                 parts.append(" or ".join(f"{root}/{c}" for c in cands))
         flags = ["--data-root"] + [f"--{f}" for f in _format_files(fmt)]
-        return f"{self.name} expects {' and '.join(parts) or 'its data files'}; pass {' or '.join(flags)}"
+        about = f"{self.raw['about']} " if self.raw.get("about") else ""
+        return (f"{about}{self.name} expects {' and '.join(parts) or 'its data files'}; "
+                f"pass {' or '.join(flags)}")
 
 
 def _who(mode: str, kind: str) -> str:
-    if kind == "identification":
+    if kind in ("identification", "all-to-all"):
         return "probes"
-    return {"N-O": "second image of each pair", "O-O": "both images"}[mode]
+    return {"N-O": "second image of each pair", "O-O": "both images",
+            "mask-unmasked": "every image the masked list marks unmasked"}[mode]
 
 
 def _placements(breakdown: list) -> list[str]:
@@ -285,8 +307,8 @@ def _as_list(v) -> list:
 
 
 def _format_files(fmt: str) -> tuple[str, ...]:
-    return {"lfw-pairs": ("pairs",), "pairs-csv": ("pairs",), "bin": ("bin",), "lfw-identification": (),
-            "gallery-probe": ("gallery", "probe")}[fmt]
+    return {"lfw-pairs": ("pairs",), "calfw-pairs": ("pairs",), "pairs-csv": ("pairs",), "bin": ("bin",),
+            "lfw-identification": (), "gallery-probe": ("gallery", "probe"), "identity-folders": ()}[fmt]
 
 
 # ------------------------------------------------------------------------------- loading
@@ -344,6 +366,8 @@ def resolve_includes(path: str | os.PathLike, _stack: tuple[Path, ...] = ()) -> 
 def validate_protocol(raw: dict, where: str = "protocol") -> dict:
     """Check a merged protocol mapping and fill defaults. Returns a new, JSON-able dict."""
     d = deep_merge(DEFAULTS, raw)
+    if raw.get("kind") == "all-to-all" and "far" not in (raw.get("metrics") or {}):
+        d["metrics"]["far"] = list(ALL_TO_ALL_FAR)
     unknown = set(d) - TOP_KEYS - {"include"}
     if unknown:
         raise ConfigError(f"{where}: unknown keys {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(TOP_KEYS))}")
@@ -360,6 +384,10 @@ def validate_protocol(raw: dict, where: str = "protocol") -> dict:
         raise ConfigError(f"{where}: version must be a positive integer, got {d['version']!r}")
     if not isinstance(d["description"], str):
         raise ConfigError(f"{where}: description must be a string")
+    if not isinstance(d.get("about", ""), str):
+        raise ConfigError(f"{where}: about must be a string (what the data set is, shown when it is missing)")
+    if "about" in d:
+        d["about"] = " ".join(d["about"].split())
     d["description"] = " ".join(d["description"].split())
     _validate_data(d, where)
     _validate_landmarks(d, where)
@@ -385,6 +413,8 @@ def validate_protocol(raw: dict, where: str = "protocol") -> dict:
 
 def metric_names(d: dict) -> list[str]:
     m = d["metrics"]
+    if d["kind"] == "all-to-all":
+        return [far_key("tar_at_far", f) for f in m["far"]]
     if d["kind"] == "verification":
         return list(VERIFICATION_METRICS) + [far_key("tar_at_far", f) for f in m["far"]]
     return list(IDENTIFICATION_METRICS) + [far_key("tpir_at_fpir", f) for f in m["fpir"]]
@@ -415,7 +445,10 @@ def _validate_data(d: dict, where: str) -> None:
             if not isinstance(rel, str) or not rel:
                 raise ConfigError(f"{where}: data.{f} entries must be non-empty relative paths, got {rel!r}")
             safe_join(_PROBE_ROOT, rel)  # refuses absolute paths and '..' escapes up front
-    if d["kind"] == "identification":
+    ml = data.get("masked_list")
+    if ml is not None and fmt not in MASKED_LIST_FORMATS:
+        raise ConfigError(f"{where}: data.masked_list is only read by formats {', '.join(MASKED_LIST_FORMATS)}")
+    if d["kind"] in ("identification", "all-to-all"):
         data.pop("folds", None)
         return _validate_identification_data(data, fmt, where)
     folds = data.setdefault("folds", "auto" if fmt == "pairs-csv" else "file")
@@ -436,6 +469,13 @@ def _validate_landmarks(d: dict, where: str) -> None:
         raise ConfigError(f"{where}: landmarks.method must be one of {', '.join(LANDMARK_METHODS)}, got {lm!r}")
     if lm["method"] == "file" and not isinstance(lm.get("path"), str):
         raise ConfigError(f"{where}: landmarks method 'file' needs path: (a landmarks table under the data root)")
+    if lm["method"] == "aligned":
+        from ..face.geometry import get_template
+
+        try:
+            get_template(lm.setdefault("template", "arcface-112"))
+        except ConfigError as e:
+            raise ConfigError(f"{where}: landmarks.template: {e}") from None
 
 
 def _validate_metrics(d: dict, where: str) -> None:
@@ -451,7 +491,7 @@ def _validate_metrics(d: dict, where: str) -> None:
     unknown = set(m) - {"far", "fpir", "max_rank"}
     if unknown:
         raise ConfigError(f"{where}: unknown metrics keys {', '.join(sorted(unknown))}")
-    keep = ("far",) if d["kind"] == "verification" else ("fpir", "max_rank")
+    keep = ("fpir", "max_rank") if d["kind"] == "identification" else ("far",)
     d["metrics"] = {k: m[k] for k in keep}
 
 

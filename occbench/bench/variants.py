@@ -7,7 +7,7 @@
 2. ``synthesize``: one ``run_synth`` call per ``SynthRun`` of the protocol, with ``landmarks="file"``
    and ``keys=`` the task's probe images, into ``CACHE/runs/<protocol hash>/<keys digest>/<run>``.
    Synth's own resume makes a repeated call cheap; its outputs do not depend on the other keys in
-   the run, so a subset (``--limit-pairs``) gets exactly the images a full run would.
+   the run, so a subset (``--limit``) gets exactly the images a full run would.
 """
 from __future__ import annotations
 
@@ -107,8 +107,9 @@ class CleanLandmarks:
 
 
 def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path, data_root: Path | None,
-                    jobs: int = 1, progress: bool = True) -> CleanLandmarks:
-    """Landmarks of the clean images ``keys`` (cached), and the per-run table at ``run_dir/landmarks.csv``."""
+                    jobs: int = 1, progress: bool = True, tick=None) -> CleanLandmarks:
+    """Landmarks of the clean images ``keys`` (cached), and the per-run table at ``run_dir/landmarks.csv``.
+    ``tick(n)``, when given, is called as rows are done (an outer progress bar; no own bar then)."""
     import pandas as pd
 
     from ..io.atomic import atomic_write_bytes, atomic_write_table
@@ -131,6 +132,9 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
             cached = {}
     stamps = {k: _stamp(task, k) for k in keys}
     todo = [k for k in keys if k not in cached or cached[k].get("stamp") != stamps[k]]
+    if tick is not None:
+        tick(len(keys) - len(todo))
+        progress = False
     if todo:
         from tqdm.auto import tqdm
 
@@ -155,6 +159,8 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
                               columns=list(TABLE_COLUMNS) + ["stamp"])
             atomic_write_table(df, cache_file)
             bar.update(len(rows_new))
+            if tick is not None:
+                tick(len(rows_new))
         bar.close()
     rows = {k: {c: cached[k][c] for c in TABLE_COLUMNS} for k in keys}
     table = run_dir / LANDMARK_TABLE
@@ -231,10 +237,18 @@ def synth_config(protocol: Protocol, task: Task, run: SynthRun, keys: list[str],
         allow_unsafe_pickle=task.allow_unsafe_pickle)
 
 
+def run_images(protocol: Protocol, run: SynthRun, n_keys: int) -> int:
+    """Images a synth run writes for ``n_keys`` inputs (inputs x its variants), for progress totals."""
+    n_occ = len(protocol.occlusion["occluders"]) if run.per_occluder else 1
+    return n_keys * n_occ * (len(run.scales) if run.per_scale else 1)
+
+
 def synthesize(protocol: Protocol, task: Task, keys: list[str], landmarks_table: Path, run_dir: Path,
-               jobs: int = 1, progress: bool = True, runs: set[str] | None = None
+               jobs: int = 1, progress: bool = True, runs: set[str] | None = None, tick=None, stage=None
                ) -> tuple[dict[tuple[str, str], OccludedSet], dict]:
     """Run (or resume) the synth runs of the protocol (all, or those named in ``runs``) on ``keys``.
+    With ``tick`` (an outer progress bar) synth's own bar is off and ``tick(run_images(...))`` is
+    called after each run; ``stage(name)`` is called before each run.
 
     Returns ({(run, synth_variant): OccludedSet}, info) where info records per run its folder,
     fingerprint, status counts and seconds.
@@ -249,7 +263,12 @@ def synthesize(protocol: Protocol, task: Task, keys: list[str], landmarks_table:
             continue
         out = run_dir / run.name
         t0 = time.perf_counter()
-        summary = run_synth(synth_config(protocol, task, run, keys, landmarks_table, out, jobs), progress=progress)
+        if stage is not None:
+            stage(f"occlude ({run.name})")
+        summary = run_synth(synth_config(protocol, task, run, keys, landmarks_table, out, jobs),
+                            progress=progress and tick is None)
+        if tick is not None:
+            tick(run_images(protocol, run, len(keys)))
         fp = load_run_config(out)["fingerprint"]
         df = read_manifest(out)
         by_variant: dict[str, dict[str, dict]] = {}

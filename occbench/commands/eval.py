@@ -1,4 +1,6 @@
-"""CLI: eval, protocols, leaderboard. Thin: parse, call the library, report."""
+"""CLI: eval, protocols, leaderboard. Thin: parse, build an ``EvalConfig``, call ``run_eval``, report.
+
+Nothing heavy (torch, mediapipe) is imported before the paths have been checked."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,15 +10,14 @@ import click
 _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-def _fmt(v) -> str:
-    return "-" if v is None else (f"{100 * v:.2f}" if isinstance(v, float) else str(v))
-
-
 @click.command("eval", context_settings=_CTX)
 @click.option("--model", "-m", required=True, metavar="MODEL",
               help="A registered recognizer name (e.g. dlib-resnet), a model file (TorchScript, state dict "
                    "with --arch, ONNX) or a Python factory pkg.module:fn.")
 @click.option("--arch", metavar="ARCH", help="Architecture for a plain state dict (e.g. iresnet50).")
+@click.option("--arch-opt", "arch_opts", metavar="KEY=VALUE", multiple=True,
+              help="Keyword argument for the architecture (state dict + --arch) or the Python factory, e.g. "
+                   "--arch-opt num_features=256; repeatable.")
 @click.option("--protocol", "-p", required=True, metavar="NAME|FILE",
               help="Protocol name (see `occbench protocols`) or a protocol .yaml file.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
@@ -30,6 +31,9 @@ def _fmt(v) -> str:
               help="Probe list CSV (path,identity) for gallery-probe protocols.")
 @click.option("--bin", "bin_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="insightface verification .bin (lfw.bin, cfp_fp.bin, agedb_30.bin) for bin protocols.")
+@click.option("--masked-list", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="CSV path,masked saying which images wear a real mask (mfr2, mfr2-synth): results then break "
+                   "down by pair type.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Results folder; writes OUT/<model-name>/<protocol>.json.")
 @click.option("--model-name", metavar="NAME", help="Name of the model in results [default: from --model].")
@@ -41,8 +45,12 @@ def _fmt(v) -> str:
               help="Crops per forward pass.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Data-loading workers for extraction, and processes for landmarks / occlusion.")
-@click.option("--limit-pairs", type=click.IntRange(min=1), metavar="N",
-              help="Quick run on N pairs (stratified by fold and label; 1:N: about N probes).")
+@click.option("--limit", "--limit-pairs", "limit", type=click.IntRange(min=1), metavar="N",
+              help="Quick run: N pairs (1:1, stratified by fold and label) or about N probes (1:N, half "
+                   "mated). --limit-pairs is the old name.")
+@click.option("--folds", type=click.IntRange(min=2), metavar="N",
+              help="1:1 protocols: N contiguous cross-validation folds instead of the protocol's (e.g. for a "
+                   "pairs file without a fold column, or with one fold).")
 @click.option("--variants", metavar="NAME,...", help="Only these variants (clean is always included).")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Landmarks, occluded images and embeddings cache [default: $OCCBENCH_CACHE or .occbench_cache].")
@@ -51,66 +59,180 @@ def _fmt(v) -> str:
 @click.option("--allow-unsafe-pickle", is_flag=True,
               help="Allow pickled inputs (.bin sets, full-pickle checkpoints): only for files you trust.")
 @click.option("--no-plots", is_flag=True, help="Do not write plots.")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
-def eval_cmd(model, arch, protocol, data_root, pairs, gallery, probe, bin_file, out, model_name, device, precision,
-             batch_size, workers, limit_pairs, variants, cache_dir, save_scores, allow_unsafe_pickle, no_plots,
-             no_progress):
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def eval_cmd(model, arch, arch_opts, protocol, data_root, pairs, gallery, probe, bin_file, masked_list, out,
+             model_name, device, precision, batch_size, workers, limit, folds, variants, cache_dir, save_scores,
+             allow_unsafe_pickle, no_plots, no_progress):
     """Evaluate a face recognizer on a benchmark protocol.
 
     \b
     Examples:
+      occbench eval -m dlib-resnet-torch -p lfw --data-root ../shared/realdata/lfw-guesswho --limit 300
       occbench eval --model dlib-resnet --protocol lfw-occ --data-root ../shared/realdata/lfw-guesswho
-      occbench eval -m backbone.pth --arch iresnet50 -p lfw-occ --save-scores
+      occbench eval -m backbone.pth --arch iresnet50 --arch-opt num_features=512 -p lfw-occ --save-scores
       occbench eval -m model.onnx -p bin --bin faces_emore/agedb_30.bin --allow-unsafe-pickle
     """
-    from ..bench.evaluate import evaluate
-    from ..bench.protocols import load_protocol
-    from ..bench.results import default_model_name, result_path
-    from ..recognizers import create_recognizer
+    from ..bench.config import EvalConfig, parse_arch_opts
+    from ..bench.evaluate import run_eval
 
-    prot = load_protocol(protocol).with_overrides(pairs=pairs, gallery=gallery, probe=probe, bin=bin_file)
-    wanted = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
-    rec = create_recognizer(model, arch=arch, device=device, precision=precision,
-                            allow_unsafe_pickle=allow_unsafe_pickle)
-    name = model_name or default_model_name(model, rec)
-    path = result_path(out, name, prot.name)
-    info = {"name": name, "spec": str(model), "arch": arch, "precision": precision, "device": device}
-    res = evaluate(prot, rec, data_root=data_root, out_dir=path.parent, cache_dir=cache_dir, batch_size=batch_size,
-                   num_workers=workers, save_scores=save_scores, limit_pairs=limit_pairs, progress=not no_progress,
-                   model_info=info, plots=not no_plots, allow_unsafe_pickle=allow_unsafe_pickle,
-                   device=device, variants=wanted)
-    click.echo(_summary(res))
-    click.echo(f"wrote {path}")
+    cfg = EvalConfig(model=model, protocol=protocol, arch=arch, arch_opts=parse_arch_opts(arch_opts),
+                     data_root=data_root, pairs=pairs, gallery=gallery, probe=probe, bin=bin_file,
+                     masked_list=masked_list, out=out,
+                     model_name=model_name, device=device, precision=precision, batch_size=batch_size,
+                     workers=workers, limit=limit, folds=folds, variants=variants, cache_dir=cache_dir,
+                     save_scores=save_scores,
+                     plots=not no_plots, allow_unsafe_pickle=allow_unsafe_pickle)
+    res = run_eval(cfg, progress=not no_progress)
+    click.echo(summary(res))
+    click.echo(f"wrote {res.path}")
 
 
-def _summary(res: dict) -> str:
-    main = res["main_score"]
-    kind = res["protocol"]["kind"]
-    cols = ("accuracy", "tar_at_far_1e-3", "eer", "auc") if kind == "verification" else (
-        "rank1", "rank5", "tpir_at_fpir_1e-2")
-    n_key = "n_pairs" if kind == "verification" else "n_probes"
-    width = max(len(v) for v in res["variants"]) + 2
-    cw = [max(len(c), 6) + 2 for c in cols]  # "100.00" is 6 wide; keep a gap
-    lines = [f"{res['model']['name']} on {res['protocol']['name']} (hash {res['protocol']['hash']}): "
-             f"{main['variant']} {main['metric']} = {_fmt(main['value'])}",
-             f"{'variant':<{width}}" + "".join(f"{c:>{w}}" for c, w in zip(cols, cw)) + f"{'n':>7}{'fte':>6}"]
-    for v, e in res["variants"].items():
-        lines.append(f"{v:<{width}}" + "".join(f"{_fmt(e['metrics'].get(c)):>{w}}" for c, w in zip(cols, cw))
-                     + f"{e[n_key]:>7}{e['n_fte']:>6}")
-    f = res["failures"]
-    if f["n_images"]:
+# ----------------------------------------------------------------------------------- console summary
+
+NA = "n/a"
+
+
+def _fmt_metric(name: str, value) -> str:
+    from ..metrics.names import metric
+
+    return NA if value is None else metric(name).format(value)
+
+
+def _cell(v, name: str) -> str:
+    from ..bench.results import metric_value
+
+    return _fmt_metric(name, metric_value(v, name)[0])
+
+
+def unmeasurable(v, name: str) -> str | None:
+    """Why a metric of variant ``v`` has no value (e.g. 'needs ≥ 1,000 impostors'), or None."""
+    from ..bench.results import metric_value
+
+    return metric_value(v, name)[1]
+
+
+_HINTS = (
+    ("need at least 2 distinct folds", "use --folds 10 (10 contiguous folds), or give the pairs file a fold "
+                                       "column with 2 or more folds"),
+    ("exceeds the number of pairs", "use fewer folds or more pairs"),
+    ("needs both genuine and impostor", "the pairs (after --limit) must include both same and different pairs"),
+    ("no mated probes", "the gallery must enrol some probe identities"),
+    ("non-mated probes, so FPIR", "add non-mated probes (identities absent from the gallery)"),
+    ("impostor pairs, so FAR", "more impostor pairs: a larger --limit or the full pair list"),
+)
+
+
+def _hint(note: str) -> str:
+    for needle, hint in _HINTS:
+        if needle in note:
+            return f" (hint: {hint})"
+    return ""
+
+
+def summary(res) -> str:
+    """The console report of an ``EvalResult``: headline, one row per variant (percent), counts, every
+    note with a hint, and timing."""
+    from ..metrics.names import IDENTIFICATION, metric
+
+    main = res.main_score
+    verification = res.kind == "verification"
+    vs = list(res.variants.values())
+    if verification:
+        cols = ("accuracy", "tar_at_far_1e-3", "eer", "auc")
+    elif res.kind == "all-to-all":
+        cols = tuple(dict.fromkeys(k for v in vs for k in v.metrics if k.startswith("tar_at_far_")))
+    else:
+        cols = IDENTIFICATION[:3]
+    head_v = res.variants.get(main.get("variant"))
+    main_txt = _fmt_metric(main["metric"], main.get("value"))
+    if main.get("value") is None and head_v is not None:
+        why = unmeasurable(head_v, main["metric"]) or (head_v.notes[0] if head_v.notes else "not measurable")
+        main_txt = f"{NA} ({why})"
+    lines = [f"{res.model['name']} on {res.protocol['name']} (hash {res.protocol['hash']}): "
+             f"{main['variant']} {main['metric']} = {main_txt}"]
+    if res.kind == "all-to-all" and vs:
+        c = vs[0].counts
+        lines.append(f"all-to-all: {c.get('n_probes', 0):,} probes x {c.get('n_gallery', 0):,} gallery images "
+                     f"({c.get('n_fte', 0)} probes and {c.get('n_gallery_fte', 0)} gallery images failed to enrol): "
+                     f"{c.get('n_genuine', 0):,} genuine and {c.get('n_impostor', 0):,} impostor pairs "
+                     f"({c.get('n_excluded_self', 0):,} self pairs left out)")
+    elif not verification and vs:
+        c = vs[0].counts
+        lines.append(f"gallery: {c.get('n_gallery', 0):,} images enrolled ({c.get('n_gallery_fte', 0)} failed to "
+                     f"enrol); probes: {c.get('n_probes', 0):,} ({c.get('n_mated', 0):,} mated, "
+                     f"{c.get('n_nonmated', 0):,} non-mated; {c.get('n_fte', 0)} clean probes failed to enrol)")
+    width = max([len(v.name) for v in vs] + [7]) + 2
+    cw = [max(len(metric(c).label), 6) + 2 for c in cols]
+    has_rate = any("fte_rate" in v.metrics for v in vs)
+    tail = f"{'n':>7}{'fte':>6}" + (f"{'FTE %':>8}" if has_rate else "")
+    lines.append(f"{'variant':<{width}}" + "".join(f"{metric(c).label:>{w}}" for c, w in zip(cols, cw)) + tail)
+    missing: dict[str, list[str]] = {}
+    for v in vs:
+        cells = []
+        for c in cols:
+            why = unmeasurable(v, c)
+            if why and why.startswith("needs"):
+                missing.setdefault(f"{metric(c).label} = {NA} ({why})", []).append(v.name)
+            cells.append(_cell(v, c))
+        row = f"{v.name:<{width}}" + "".join(f"{t:>{w}}" for t, w in zip(cells, cw)) + f"{v.n:>7}{v.n_fte:>6}"
+        if has_rate:
+            row += f"{_fmt_metric('fte_rate', v.metrics.get('fte_rate')):>8}"
+        est = (v.blocks.get("occlusion") or {}).get("estimate")
+        if est:  # models with mask / pattern outputs: their occlusion estimate beside the accuracy
+            from ..bench.occlusion import summary_text
+
+            row += f"  {summary_text(est)}"
+        lines.append(row)
+    lines.append("rates in percent" + ("; FTE pairs/probes count as failures in every metric (see "
+                                       "failure_policy; enrolled_only in the JSON has the rest)" if has_rate else ""))
+    for text, names in missing.items():
+        lines.append(f"{text} in: {_name_list(names)}")
+    notes: dict[str, list[str]] = {}
+    for v in vs:
+        for note in v.notes:
+            notes.setdefault(note, []).append(v.name)
+    for note, names in notes.items():
+        lines.append(f"note [{_name_list(names)}]: {note}{_hint(note)}")
+    f = res.failures
+    if f.get("n_images"):
         stages = ", ".join(f"{k} {n}" for k, n in f["by_stage"].items())
-        lines.append(f"{f['n_images']} images failed ({stages}); their pairs/probes are excluded and counted "
-                     "(see failures in the JSON)")
-    t = res["timing"]
+        lines.append(f"{f['n_images']} images failed to enrol ({stages}); "
+                     + (res.failure_policy.get("summary", "") if isinstance(res.failure_policy, dict)
+                        else str(res.failure_policy or "")) + " (failures in the JSON lists them)")
+    lm = _landmark_methods(res)
+    if lm:
+        lines.append("landmarks by method: " + lm)
+    t = res.timing
     lines.append("time: " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in t.items()))
     return "\n".join(lines)
+
+
+def _landmark_methods(res) -> str:
+    v = res.variants.get("clean")
+    block = v.blocks.get("landmark_methods") if v is not None else None
+    if not block or not block.get("counts"):
+        return ""
+    return ", ".join(f"{k} {n}" for k, n in block["counts"].items())
+
+
+def _name_list(names: list[str], n: int = 4) -> str:
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+# ----------------------------------------------------------------------------------- protocols, leaderboard
 
 
 @click.command("protocols", context_settings=_CTX)
 @click.option("--show", metavar="NAME|FILE", help="Print one protocol, resolved (includes merged, variants expanded).")
 def protocols_cmd(show):
-    """List the benchmark protocols (name, kind, main score, description)."""
+    """List the benchmark protocols (name, kind, main score, description).
+
+    \b
+    Examples:
+      occbench protocols
+      occbench protocols --show lfw-occ
+      occbench protocols --show my-protocol.yaml
+    """
     from ..bench.protocols import list_protocols, load_protocol
 
     if show:
@@ -129,7 +251,16 @@ def protocols_cmd(show):
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=Path("leaderboard.csv"),
               show_default=True, help="CSV to write; the markdown table goes beside it (.md).")
 def leaderboard_cmd(results_dir, output):
-    """Build a leaderboard (CSV + markdown) from the result JSON files under RESULTS_DIR."""
+    """Build a leaderboard (CSV + markdown) from the result JSON files under RESULTS_DIR.
+
+    The CSV has one row per model x protocol x variant; rates are in percent (columns *_pct), and a
+    number that could not be measured is an empty cell (the markdown says why).
+
+    \b
+    Examples:
+      occbench leaderboard results
+      occbench leaderboard results/lfw-proof -o lb/leaderboard.csv
+    """
     from ..bench.leaderboard import build_leaderboard, write_leaderboard
 
     lb = build_leaderboard(results_dir)

@@ -81,27 +81,46 @@ def _read_keys(path: Path) -> tuple[str, ...]:
               help="Only the source keys listed in this file, one per line.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="Quality of JPEG outputs (inputs that are JPEG stay JPEG).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True, metavar="N",
+              help="Images larger than N pixels (width x height, read from the header before decoding) become "
+                   "error rows instead of being decoded.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
               help="Folder holding named datasets [default: $OCCBENCH_DATA].")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier run with a different configuration in --out.")
+@click.option("--wait", is_flag=True,
+              help="If another run is writing to --out, wait for it to finish (then resume) instead of failing.")
 @click.option("--allow-unsafe-pickle", is_flag=True,
               help="Allow loading insightface .bin sources (pickles: only for files you trust).")
+@click.option("--format", "fmt", type=click.Choice(["files", "rec", "wds"]), default="files", show_default=True,
+              help="files: images/ + masks/ trees; rec: insightface train.rec/.idx/property + Parquet labels; "
+                   "wds: WebDataset tar shards.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
+              help="Source images per shard (rec / wds); shards are the unit of resume and of Dask tasks.")
+@click.option("--dask", "dask", metavar="local:N|ADDRESS",
+              help="Render shards on Dask: local:N starts N worker processes; tcp://host:8786 uses a running "
+                   "scheduler (SOURCE and OUT must be on a file system every worker sees).")
+@click.option("--part-masks", is_flag=True,
+              help="Also write OUT/partmaps/<key>.png: the face-part label map (uint8 ids, legend in synth.json; "
+                   "faces with a mesh or template crops). The part_<name> fractions are always in the manifest.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--list-occluders", is_flag=True, is_eager=True, expose_value=False,
               callback=lambda ctx, p, v: _list_occluders(ctx) if v else None,
               help="List the available occluders and exit.")
 def synth(src, out, landmarks, landmarks_file, occluders, occluders_dir, placement, scales, bank, per_scale,
-          per_occluder, clean_ratio, k, seed, jobs, limit, keys_file, jpeg_quality, data_root, overwrite,
-          allow_unsafe_pickle, no_progress):
+          per_occluder, clean_ratio, k, seed, jobs, limit, keys_file, jpeg_quality, max_pixels, data_root, overwrite,
+          wait, allow_unsafe_pickle, fmt, shard_size, dask, part_masks, no_progress):
     """Synthesize occluded faces: images, masks, FROM pattern labels and a manifest.
 
     By default each image gets one occluder drawn from --occluders at one scale drawn from --scales
     (variant "main"); --per-scale / --per-occluder make one output per scale / occluder (both: every
     pair). Results do not depend on --jobs, and an interrupted run resumes when rerun unchanged.
+    Every input gets a row: unreadable, oversized or oddly named images, and images a worker
+    crashed on, are error rows with the reason. One run at a time writes to OUT.
 
     \b
-    Writes OUT/images/<variant>/<key>, OUT/masks/<variant>/<stem>.png, OUT/manifest.parquet (+ .csv),
-    OUT/landmarks.parquet (+ .csv) and OUT/synth.json (config, seed, version, summary).
+    Writes OUT/images/<variant>/<key>, OUT/masks/<variant>/<key>.png, OUT/manifest.parquet (+ .csv),
+    OUT/landmarks.parquet (+ .csv), OUT/skipped.csv (entries not taken as images) and OUT/synth.json
+    (config, seed, version, summary).
 
     \b
     Examples:
@@ -110,6 +129,8 @@ def synth(src, out, landmarks, landmarks_file, occluders, occluders_dir, placeme
       occbench synth --src casia --out occwebface --placement free --clean-ratio 0.333 --bank 256 -j 8
       occbench synth --src aligned/ --out occ --occluders surgical_mask,sunglasses --per-occluder
       occbench synth --src lfw --out occ2 --landmarks-file occlfw/landmarks.parquet
+      occbench synth --src casia --out occweb-rec --format rec --shard-size 1000 --bank 64 -j 8
+      occbench synth --src ms1m --out occ-ms1m --format wds --dask tcp://scheduler:8786 --bank 64
     """
     from ..synth.pipeline import SynthConfig, run_synth
 
@@ -123,9 +144,14 @@ def synth(src, out, landmarks, landmarks_file, occluders, occluders_dir, placeme
         occluders=occluders, occluders_dir=str(occluders_dir) if occluders_dir else None, placement=placement,
         scales=scales, bank=bank, per_scale=per_scale, per_occluder=per_occluder, clean_ratio=clean_ratio, k=k,
         seed=seed, limit=limit, keys=_read_keys(keys_file) if keys_file else None,
-        data_root=str(data_root) if data_root else None, jpeg_quality=jpeg_quality, jobs=jobs,
-        overwrite=overwrite, allow_unsafe_pickle=allow_unsafe_pickle)
-    summary = run_synth(cfg, progress=not no_progress)
+        data_root=str(data_root) if data_root else None, jpeg_quality=jpeg_quality, max_pixels=max_pixels,
+        jobs=jobs, overwrite=overwrite, allow_unsafe_pickle=allow_unsafe_pickle, wait=wait,
+        format=fmt, shard_size=shard_size, dask=dask, part_masks=part_masks)
+    try:
+        summary = run_synth(cfg, progress=not no_progress)
+    except KeyboardInterrupt:
+        click.echo("\nInterrupted. Finished images are saved: rerun the same command to resume.", err=True)
+        raise click.exceptions.Exit(130) from None
     click.echo(summary.format())
     click.echo(f"manifest: {Path(summary.out) / 'manifest.parquet'} (+ manifest.csv)")
 
@@ -175,7 +201,8 @@ def patterns(k, out):
               help="Number of samples.")
 @click.option("--variant", help="Only rows of this variant (e.g. s1.5, sunglasses@s2).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the (deterministic) sample.")
-def preview(run_dir, dest, n, variant, seed):
+@click.option("--parts", is_flag=True, help="Add a 4th tile: the face-part map (runs made with --part-masks).")
+def preview(run_dir, dest, n, variant, seed, parts):
     """Contact sheet of a synth run: original | occluded | red mask overlay, captioned with
     occluder, scale, occluded area (face frame) and pattern.
 
@@ -183,12 +210,13 @@ def preview(run_dir, dest, n, variant, seed):
     Examples:
       occbench preview occlfw
       occbench preview occlfw --out sheet.png --n 12 --variant s1.5
+      occbench preview occlfw --parts
     """
     from ..synth.preview import write_preview
 
     if dest is not None and dest.suffix.lower() != ".png":
         raise click.BadParameter("the contact sheet is a PNG: use a .png file name", param_hint="--out")
-    path = write_preview(run_dir, dest, n=n, variant=variant, seed=seed)
+    path = write_preview(run_dir, dest, n=n, variant=variant, seed=seed, parts=parts)
     click.echo(f"wrote {path}")
 
 

@@ -55,6 +55,23 @@ DLIB_150 = np.array([[47.22, 45.77], [100.58, 45.93], [74.23, 81.31], [50.73, 10
 register_template(Template("dlib150", DLIB_150, (150, 150)))
 
 
+def get_template(name: str) -> Template:
+    """A template by name; dashes and underscores are ignored (``arcface-112`` = ``arcface112``)."""
+    from ..errors import ConfigError
+
+    key = str(name).replace("-", "").replace("_", "").lower()
+    if key in TEMPLATES:
+        return TEMPLATES[key]
+    raise ConfigError(f"unknown alignment template {name!r}; known: "
+                      f"{', '.join(template_label(t) for t in TEMPLATES)}")
+
+
+def template_label(name: str) -> str:
+    """``arcface112x96`` -> ``arcface-112x96`` (the spelling used in protocols)."""
+    i = next((j for j, c in enumerate(name) if c.isdigit()), len(name))
+    return f"{name[:i]}-{name[i:]}" if i < len(name) else name
+
+
 def template_for_size(h: int, w: int) -> Template | None:
     """The template of a pre-aligned crop of this size, or None if the size is not a known one."""
     for t in TEMPLATES.values():
@@ -68,10 +85,11 @@ class FaceLandmarks:
     """Landmarks of one face in image pixel coordinates."""
 
     five: np.ndarray  # (5, 2) float, ArcFace order
-    source: str = "unknown"  # "template" | "mediapipe" | "file" | ...
+    source: str = "unknown"  # "template" | "mediapipe" | "mediapipe-detection/<pass>" | "file" | ...
     dense: np.ndarray | None = None  # optional (N, 2) dense points (mediapipe: 468 mesh points)
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # detector-specific point sets
     score: float | None = None
+    method: str = ""  # step of the landmark chain that found them: mesh | detection | template | file
 
     def __post_init__(self):
         self.five = np.asarray(self.five, dtype=np.float64).reshape(5, 2)

@@ -5,15 +5,42 @@ One registry, one constructor: ``create_landmarker(name, **kw)`` with
 - ``template``  pre-aligned crops: the ArcFace template of the crop size (112x112, 112x96), or the
   template scaled to the crop for other 1:1 / 7:6 (H:W) sizes (insightface convention: points * size/112
   resp. size/96). Any other size -> status "noface", reason "not a pre-aligned crop (size HxW)".
-- ``mediapipe`` wild images, via ``mediapipe.solutions.face_mesh`` (models ship inside the wheel; no
-  download). static_image_mode=True. Up to ``max_num_faces`` candidates (default 4) are meshed and the
-  face whose landmark bounding box centre is closest to the image centre, measured in units of that
-  face's size (sqrt of bbox area), is kept; exact ties go to the larger face. This picks the
+- ``mediapipe`` wild images: a chain of MediaPipe models (all shipped inside the wheel; no download):
+  1. face mesh (``mediapipe.solutions.face_mesh``, static_image_mode=True), method ``mesh``;
+  2. when the mesh finds no face (masks, profiles, small faces): BlazeFace face detection, method
+     ``detection``, in passes that stop at the first face found: ``full-padded`` (full-range model
+     on the image with a black border of 25 % of its long side, so that faces filling the frame are
+     whole), ``short`` (short-range model, for large close-up faces), ``full``, ``short-padded``, and
+     last ``tiles`` (both models on 2x2 tiles of 60 % and 3x3 tiles of 45 % of the image, for small
+     faces in scenes; only detections scoring >= 0.62, since tiles also fire on face-like texture).
+     Its 6 keypoints become 5 points with :func:`detection_to_five`. ``detection_fallback=False``
+     gives the mesh alone (the 0.2 behaviour).
+  Images whose long side exceeds ``max_side`` (default 1024; the models see 128-256 px inputs) are
+  downscaled (area interpolation) before any model runs and the points are mapped back.
+  Up to ``max_num_faces`` candidates (default 4) are meshed (or detected) and the face whose landmark
+  bounding box centre is closest to the image centre, measured in units of that face's size (sqrt of
+  bbox area), is kept; exact ties go to the larger face. This picks the
   subject of LFW-style photos (the person the image is centred on) over larger or smaller bystanders.
   ``max_num_faces=1`` instead keeps whatever face MediaPipe ranks first.
 - ``file``  user-supplied landmarks (CSV ``key,x0,y0,...,x4,y4``; JSON ``{key: [[x, y]*5]}``; or the
   landmarks table a synth run writes, .csv/.parquet with ``status, reason, source``).
 - ``auto``  per image: ``template`` for 112x112 / 112x96 crops, else ``mediapipe``.
+- ``aligned`` images declared pre-aligned to a named template (``arcface-112``, ``arcface-112x96``,
+  ``dlib-150``; see ``occbench.face.geometry``): the ``mediapipe`` chain first, and where it finds no
+  face, the template's points scaled to the image (method ``template``; images of another aspect ratio
+  than the template stay ``noface``).
+
+Every result records the chain step in ``FaceLandmarks.method`` (table column ``method``: ``mesh``,
+``detection``, ``template``, ``file``); ``source`` keeps the finder (``mediapipe``,
+``mediapipe-detection/<pass>``, ``template``, ``file``). Tables written before the ``method`` column
+existed are read with the method inferred from ``source``.
+
+Detection -> 5 points (:func:`detection_to_five`): BlazeFace keypoints 0 (right eye, image-left),
+1 (left eye), 2 (nose tip), 3 (mouth centre). BlazeFace has no mouth corners, so they are placed on a
+line through the mouth centre parallel to the eye line, half a mouth width to each side, with the
+mouth width = ``DETECTION_MOUTH_RATIO`` x the eye distance (0.828, the ArcFace template's ratio of
+mouth-corner distance to eye distance). On LFW faces where both models find the face, these 5 points
+lie close to the mesh's (see ``tests/test_landmarks.py::test_detection_agrees_with_mesh_on_lfw``).
 
 Mesh -> 5 points (indices of MediaPipe's 468-point canonical face mesh):
 left eye (image-left, the subject's right) = mean of the 16 ``FACEMESH_RIGHT_EYE`` contour points,
@@ -46,10 +73,11 @@ import numpy as np
 
 from ..errors import ConfigError, DataNotFoundError
 from ..registry import Registry
-from .geometry import ARCFACE_112, ARCFACE_112x96, FaceLandmarks, template_for_size
+from .geometry import ARCFACE_112, ARCFACE_112x96, FaceLandmarks, get_template, template_for_size, template_label
 
 STATUS_OK = "ok"
 STATUS_NOFACE = "noface"
+METHODS = ("mesh", "detection", "template", "file")  # the landmark chain's steps, table column "method"
 
 # MediaPipe face-mesh indices (mediapipe.solutions.face_mesh_connections). "RIGHT" is the subject's
 # right eye, which is image-left, i.e. ArcFace point 0.
@@ -60,7 +88,26 @@ MP_MOUTH_LEFT = 61  # image-left outer lip corner
 MP_MOUTH_RIGHT = 291
 
 COORD_COLUMNS = tuple(f"{a}{i}" for i in range(5) for a in "xy")  # x0, y0, ..., x4, y4
-TABLE_COLUMNS = ("key",) + COORD_COLUMNS + ("status", "reason", "source", "score")
+TABLE_COLUMNS = ("key",) + COORD_COLUMNS + ("status", "reason", "source", "score", "method")
+
+# mouth-corner distance / eye distance of the ArcFace template (detection_to_five)
+DETECTION_MOUTH_RATIO = float((ARCFACE_112[4, 0] - ARCFACE_112[3, 0]) / (ARCFACE_112[1, 0] - ARCFACE_112[0, 0]))
+DETECTION_PAD = 0.25  # black border of the padded passes, fraction of the long side
+# (name, BlazeFace model: 1 full range / 0 short range, padded?) tried in order, the first face found wins
+DETECTION_PASSES = (("full-padded", 1, True), ("short", 0, False), ("full", 1, False), ("short-padded", 0, True))
+DETECTION_TILES = ((2, 0.6), (3, 0.45))  # (n x n tiles, tile side / image side) of the last pass, "tiles"
+DETECTION_TILES_MIN_SCORE = 0.62  # tiles see small faces but also face-like texture: a higher bar
+DEFAULT_MAX_SIDE = 1024
+
+
+def method_of_source(source: str) -> str:
+    """The chain step of a table row written before the ``method`` column existed."""
+    s = str(source or "")
+    if s == "mediapipe":
+        return "mesh"
+    if s.startswith("mediapipe-detection"):
+        return "detection"
+    return "template" if s == "template" else "file"
 
 
 @dataclass
@@ -114,7 +161,7 @@ LANDMARKERS: Registry[type[Landmarker]] = Registry("landmarker")
 
 
 def create_landmarker(name: str, **kw) -> Landmarker:
-    """Build a registered landmarker by name (``template``, ``mediapipe``, ``file``, ``auto``)."""
+    """Build a registered landmarker by name (``template``, ``mediapipe``, ``file``, ``auto``, ``aligned``)."""
     cls = LANDMARKERS.get(name)
     try:
         inspect.signature(cls).bind(**kw)
@@ -156,10 +203,10 @@ class TemplateLandmarker(Landmarker):
             pts = ARCFACE_112x96 * (w / 96.0)
         else:
             return LandmarkResult.noface(f"not a pre-aligned crop (size {h}x{w})")
-        return LandmarkResult.found(FaceLandmarks(pts.copy(), source="template"))
+        return LandmarkResult.found(FaceLandmarks(pts.copy(), source="template", method="template"))
 
     def describe(self):
-        return {"name": self.name, "templates": {"1:1": "arcface112", "7:6": "arcface112x96"}}
+        return {"name": self.name, "templates": {"1:1": "arcface112", "7:6": "arcface112x96"}, "method": "template"}
 
 
 # ---------------------------------------------------------------------------------- mediapipe
@@ -217,54 +264,149 @@ def choose_face(candidates: list[np.ndarray], size_hw: tuple[int, int]) -> int:
     return best
 
 
+def detection_to_five(keypoints: np.ndarray) -> np.ndarray:
+    """BlazeFace's 6 keypoints (pixels; right eye, left eye, nose tip, mouth centre, 2 ear tragions)
+    -> 5 ArcFace-order points. Mouth corners: mouth centre -/+ DETECTION_MOUTH_RATIO / 2 x (left eye -
+    right eye), i.e. on the line through the mouth centre parallel to the eye line (see module docs)."""
+    k = np.asarray(keypoints, np.float64).reshape(-1, 2)
+    e0, e1, nose, mouth = k[0], k[1], k[2], k[3]
+    half = 0.5 * DETECTION_MOUTH_RATIO * (e1 - e0)
+    return np.stack([e0, e1, nose, mouth - half, mouth + half])
+
+
+def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image with long side <= max_side, (sx, sy) mapping its pixel coordinates back)."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image, np.ones(2)
+    import cv2
+
+    f = max_side / max(h, w)
+    ws, hs = max(1, round(w * f)), max(1, round(h * f))
+    small = cv2.resize(image, (ws, hs), interpolation=cv2.INTER_AREA)
+    return small, np.array([w / ws, h / hs])
+
+
 @LANDMARKERS.register("mediapipe")
 class MediapipeLandmarker(Landmarker):
-    """MediaPipe face mesh (468 points) reduced to the 5 ArcFace points; dense points kept."""
+    """MediaPipe face mesh (468 points -> 5), then BlazeFace detection (6 keypoints -> 5) as fallback."""
 
     name = "mediapipe"
 
-    def __init__(self, max_num_faces: int = 4, min_detection_confidence: float = 0.5):
+    def __init__(self, max_num_faces: int = 4, min_detection_confidence: float = 0.5,
+                 detection_fallback: bool = True, max_side: int = DEFAULT_MAX_SIDE):
         if int(max_num_faces) < 1:
             raise ConfigError(f"max_num_faces must be >= 1, got {max_num_faces}")
         if not 0.0 <= float(min_detection_confidence) <= 1.0:
             raise ConfigError(f"min_detection_confidence must be in [0, 1], got {min_detection_confidence}")
+        if not isinstance(detection_fallback, bool):
+            raise ConfigError(f"detection_fallback must be true or false, got {detection_fallback!r}")
+        if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 64:
+            raise ConfigError(f"max_side must be an integer >= 64 (pixels), got {max_side!r}")
         self.max_num_faces = int(max_num_faces)
         self.min_detection_confidence = float(min_detection_confidence)
+        self.detection_fallback = detection_fallback
+        self.max_side = max_side
         self._mesh = None
+        self._detectors: dict[int, object] = {}
         self._pid = None
         self._lock = threading.Lock()
 
     # MediaPipe graphs cannot be pickled: ship options only, rebuild in the receiving process.
     def __getstate__(self):
-        return {"max_num_faces": self.max_num_faces,
-                "min_detection_confidence": self.min_detection_confidence}
+        return {"max_num_faces": self.max_num_faces, "min_detection_confidence": self.min_detection_confidence,
+                "detection_fallback": self.detection_fallback, "max_side": self.max_side}
 
     def __setstate__(self, state):
         self.__init__(**state)
 
+    def _fresh(self) -> None:
+        if self._pid != os.getpid():  # lazily, and again after a fork
+            self._mesh, self._detectors, self._pid = None, {}, os.getpid()
+
     def _process(self, image):
-        if self._mesh is None or self._pid != os.getpid():  # lazily, and again after a fork
+        self._fresh()
+        if self._mesh is None:
             from mediapipe.python.solutions import face_mesh
 
             with _filtered_native_stderr():
                 self._mesh = face_mesh.FaceMesh(
                     static_image_mode=True, max_num_faces=self.max_num_faces,
                     refine_landmarks=False, min_detection_confidence=self.min_detection_confidence)
-                self._pid = os.getpid()
                 return self._mesh.process(image)  # graph start logs on the first call
         return self._mesh.process(image)
 
-    def _detect(self, image, key=None):
+    def _detect_faces(self, image: np.ndarray, model: int) -> list[tuple[np.ndarray, float]]:
+        """BlazeFace (model 0: short range, 1: full range) -> [(6 keypoints + 4 box corners in pixels, score)]."""
+        self._fresh()
+        det = self._detectors.get(model)
+        img = np.ascontiguousarray(image)
+        if det is None:
+            from mediapipe.python.solutions import face_detection
+
+            with _filtered_native_stderr():
+                det = self._detectors[model] = face_detection.FaceDetection(
+                    min_detection_confidence=self.min_detection_confidence, model_selection=model)
+                res = det.process(img)
+        else:
+            res = det.process(img)
         h, w = image.shape[:2]
+        out = []
+        for d in res.detections or ():
+            ld = d.location_data
+            kp = np.array([[p.x, p.y] for p in ld.relative_keypoints], np.float64)[:6]
+            b = ld.relative_bounding_box
+            box = np.array([[b.xmin, b.ymin], [b.xmin + b.width, b.ymin + b.height]], np.float64)
+            if kp.shape != (6, 2):
+                continue
+            out.append((np.vstack([kp, box]) * [w, h], float(d.score[0]) if d.score else math.nan))
+        return out
+
+    def _detection_passes(self, image: np.ndarray) -> tuple[str, list[tuple[np.ndarray, float]]]:
+        import cv2
+
+        h, w = image.shape[:2]
+        p = int(round(DETECTION_PAD * max(h, w)))
+        padded = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0)) if p else image
+        for name, model, pad in DETECTION_PASSES:
+            src = padded if pad else image
+            found = [(pts - (p if pad else 0), sc) for pts, sc in self._detect_faces(src, model)]
+            if found:
+                return name, found
+        found = []
+        for n, frac in DETECTION_TILES:
+            th, tw = max(1, int(h * frac)), max(1, int(w * frac))
+            for y0 in np.linspace(0, h - th, n).astype(int):
+                for x0 in np.linspace(0, w - tw, n).astype(int):
+                    tile = image[y0:y0 + th, x0:x0 + tw]
+                    for model in (1, 0):
+                        found += [(pts + [x0, y0], sc) for pts, sc in self._detect_faces(tile, model)
+                                  if sc >= DETECTION_TILES_MIN_SCORE]
+        return "tiles", found
+
+    def _detect(self, image, key=None):
+        small, back = _downscaled(image, self.max_side)
+        hs, ws = small.shape[:2]
         with self._lock:
-            res = self._process(np.ascontiguousarray(image))
-        faces = res.multi_face_landmarks
-        if not faces:
-            return LandmarkResult.noface("no face found by mediapipe face mesh")
-        scale = np.array([w, h], np.float64)
-        cands = [np.array([[p.x, p.y] for p in f.landmark], np.float64)[:468] * scale for f in faces]
-        dense = cands[choose_face(cands, (h, w))]
-        return LandmarkResult.found(FaceLandmarks(mesh_to_five(dense), source="mediapipe", dense=dense))
+            res = self._process(np.ascontiguousarray(small))
+            faces = res.multi_face_landmarks
+            if faces:
+                scale = np.array([ws, hs], np.float64)
+                cands = [np.array([[p.x, p.y] for p in f.landmark], np.float64)[:468] * scale for f in faces]
+                dense = cands[choose_face(cands, (hs, ws))] * back
+                return LandmarkResult.found(FaceLandmarks(mesh_to_five(dense), source="mediapipe", dense=dense,
+                                                          method="mesh"))
+            if not self.detection_fallback:
+                return LandmarkResult.noface("no face found by mediapipe face mesh")
+            which, found = self._detection_passes(small)
+        if not found:
+            return LandmarkResult.noface("no face found by mediapipe face mesh nor by face detection "
+                                         "(full / short range, padded, tiles)")
+        pts, score = found[choose_face([f[0] for f in found], (hs, ws))]
+        five = detection_to_five(pts[:6] * back)
+        extra = {"detection_keypoints": pts[:6] * back, "detection_box": pts[6:] * back}
+        return LandmarkResult.found(FaceLandmarks(five, source=f"mediapipe-detection/{which}", extra=extra,
+                                                  score=score, method="detection"))
 
     def describe(self):
         try:
@@ -275,33 +417,42 @@ class MediapipeLandmarker(Landmarker):
             import mediapipe
 
             mp_version = getattr(mediapipe, "__version__", "unknown")
-        return {"name": self.name, "max_num_faces": self.max_num_faces,
-                "min_detection_confidence": self.min_detection_confidence,
-                "static_image_mode": True, "mediapipe_version": mp_version,
-                "five_from_mesh": {"left_eye": list(MP_RIGHT_EYE), "right_eye": list(MP_LEFT_EYE),
-                                   "nose": MP_NOSE_TIP, "mouth": [MP_MOUTH_LEFT, MP_MOUTH_RIGHT]},
-                "face_choice": "min centre distance / face size"}
+        d = {"name": self.name, "max_num_faces": self.max_num_faces,
+             "min_detection_confidence": self.min_detection_confidence,
+             "static_image_mode": True, "mediapipe_version": mp_version,
+             "five_from_mesh": {"left_eye": list(MP_RIGHT_EYE), "right_eye": list(MP_LEFT_EYE),
+                                "nose": MP_NOSE_TIP, "mouth": [MP_MOUTH_LEFT, MP_MOUTH_RIGHT]},
+             "face_choice": "min centre distance / face size", "max_side": self.max_side,
+             "detection_fallback": self.detection_fallback, "method": "mesh"}
+        if self.detection_fallback:
+            d["detection"] = {"passes": [n for n, _, _ in DETECTION_PASSES] + ["tiles"], "pad": DETECTION_PAD,
+                              "tiles": [f"{n}x{n}@{f:g}" for n, f in DETECTION_TILES],
+                              "tiles_min_score": DETECTION_TILES_MIN_SCORE,
+                              "mouth_ratio": round(DETECTION_MOUTH_RATIO, 6)}
+        return d
 
     def close(self):
         with self._lock:
-            if self._mesh is not None and self._pid == os.getpid():
-                self._mesh.close()
-            self._mesh = None
-            self._pid = None
+            if self._pid == os.getpid():
+                for g in [self._mesh, *self._detectors.values()]:
+                    if g is not None:
+                        g.close()
+            self._mesh, self._detectors, self._pid = None, {}, None
 
 
 # ------------------------------------------------------------------------------- file / table
 
 
 def landmarks_to_row(key: str, result: LandmarkResult) -> dict:
-    """One row of a landmarks table: key, x0, y0, ..., x4, y4, status, reason, source, score."""
+    """One row of a landmarks table: key, x0, y0, ..., x4, y4, status, reason, source, score, method."""
     row: dict = {"key": str(key)}
     lm = result.landmarks
     pts = np.asarray(lm.five, np.float64).reshape(-1).tolist() if lm is not None else [math.nan] * 10
     row.update(zip(COORD_COLUMNS, pts))
     row.update(status=result.status, reason=result.reason,
                source=lm.source if lm is not None else "",
-               score=float(lm.score) if lm is not None and lm.score is not None else math.nan)
+               score=float(lm.score) if lm is not None and lm.score is not None else math.nan,
+               method=(lm.method or method_of_source(lm.source)) if lm is not None else "")
     return row
 
 
@@ -345,7 +496,7 @@ def _load_landmark_file(path: Path) -> tuple[dict[str, FaceLandmarks], dict[str,
     import pandas as pd
 
     if suffix == ".csv":
-        df = pd.read_csv(path, dtype={"key": str, "status": str, "reason": str, "source": str},
+        df = pd.read_csv(path, dtype={"key": str, "status": str, "reason": str, "source": str, "method": str},
                          keep_default_na=False, na_values={c: ["", "nan", "NaN"] for c in COORD_COLUMNS})
     else:
         df = pd.read_parquet(path)
@@ -361,6 +512,7 @@ def _load_landmark_file(path: Path) -> tuple[dict[str, FaceLandmarks], dict[str,
     status = df["status"].astype(str).to_numpy() if "status" in df.columns else None
     reason = df["reason"].astype(str).to_numpy() if "reason" in df.columns else None
     source = df["source"].astype(str).to_numpy() if "source" in df.columns else None
+    method = df["method"].astype(str).to_numpy() if "method" in df.columns else None  # absent in old tables
     for i, key in enumerate(keys):
         st = status[i] if status is not None else STATUS_OK
         if st != STATUS_OK:
@@ -370,7 +522,8 @@ def _load_landmark_file(path: Path) -> tuple[dict[str, FaceLandmarks], dict[str,
             failed[key] = f"missing coordinates for key in {path}"
         else:
             src = source[i] if source is not None and source[i] else "file"
-            found[key] = _checked(coords[i], key, path, src)
+            meth = method[i] if method is not None and method[i] in METHODS else method_of_source(src)
+            found[key] = _checked(coords[i], key, path, src, meth)
     return found, failed
 
 
@@ -380,10 +533,10 @@ def _is_numeric_list(pts) -> bool:
         for p in pts)
 
 
-def _checked(arr: np.ndarray, key, path, source) -> FaceLandmarks:
+def _checked(arr: np.ndarray, key, path, source, method: str = "file") -> FaceLandmarks:
     if not np.isfinite(arr).all():
         raise ConfigError(f"landmarks file {path}: key {key!r} has non-finite coordinates")
-    return FaceLandmarks(arr, source=source)
+    return FaceLandmarks(arr, source=source, method=method)
 
 
 def read_landmarks_table(path: str | os.PathLike) -> dict[str, FaceLandmarks]:
@@ -408,7 +561,7 @@ class FileLandmarker(Landmarker):
         key = str(key)
         lm = self._found.get(key)
         if lm is not None:
-            return LandmarkResult.found(FaceLandmarks(lm.five.copy(), source=lm.source))
+            return LandmarkResult.found(FaceLandmarks(lm.five.copy(), source=lm.source, method=lm.method))
         return LandmarkResult.noface(self._failed.get(key, f"no landmarks for key in {self.path}"))
 
     def keys(self) -> list[str]:
@@ -416,7 +569,7 @@ class FileLandmarker(Landmarker):
 
     def describe(self):
         return {"name": self.name, "path": str(self.path), "sha256": self._sha256,
-                "n_landmarks": len(self._found), "n_failed": len(self._failed)}
+                "n_landmarks": len(self._found), "n_failed": len(self._failed), "method": "file"}
 
 
 # ------------------------------------------------------------------------------------- auto
@@ -439,9 +592,10 @@ class AutoLandmarker(Landmarker):
 
     name = "auto"
 
-    def __init__(self, max_num_faces: int = 4, min_detection_confidence: float = 0.5):
+    def __init__(self, max_num_faces: int = 4, min_detection_confidence: float = 0.5,
+                 detection_fallback: bool = True, max_side: int = DEFAULT_MAX_SIDE):
         self._template = TemplateLandmarker()
-        self._mediapipe = MediapipeLandmarker(max_num_faces, min_detection_confidence)
+        self._mediapipe = MediapipeLandmarker(max_num_faces, min_detection_confidence, detection_fallback, max_side)
 
     def _detect(self, image, key=None):
         h, w = image.shape[:2]
@@ -453,3 +607,46 @@ class AutoLandmarker(Landmarker):
 
     def close(self):
         self._mediapipe.close()
+
+
+# ------------------------------------------------------------------------------------ aligned
+
+
+@LANDMARKERS.register("aligned")
+class AlignedLandmarker(Landmarker):
+    """Images declared pre-aligned to ``template``: the MediaPipe chain (mesh, detection), then the
+    template's points scaled to the image where MediaPipe finds no face."""
+
+    name = "aligned"
+
+    def __init__(self, template: str = "arcface-112", max_num_faces: int = 4,
+                 min_detection_confidence: float = 0.5, detection_fallback: bool = True,
+                 max_side: int = DEFAULT_MAX_SIDE):
+        self.template = get_template(template)
+        self._mediapipe = MediapipeLandmarker(max_num_faces, min_detection_confidence, detection_fallback, max_side)
+
+    def _detect(self, image, key=None):
+        r = self._mediapipe._detect(image, key)
+        if r.ok:
+            return r
+        h, w = image.shape[:2]
+        th, tw = self.template.size
+        if h * tw != w * th:
+            return LandmarkResult.noface(f"{r.reason}; the image ({h}x{w}) does not have the aspect ratio of the "
+                                         f"declared template {template_label(self.template.name)} ({th}x{tw})")
+        pts = self.template.points * (w / tw)
+        return LandmarkResult.found(FaceLandmarks(pts, source="template", method="template"))
+
+    def describe(self):
+        return {"name": self.name, "template": template_label(self.template.name),
+                "template_points": self.template.points.tolist(), "template_size": list(self.template.size),
+                "mediapipe": self._mediapipe.describe(), "method": "mesh, detection, template"}
+
+    def close(self):
+        self._mediapipe.close()
+
+    def __getstate__(self):
+        return {"template": self.template.name, **self._mediapipe.__getstate__()}
+
+    def __setstate__(self, state):
+        self.__init__(**state)

@@ -221,6 +221,9 @@ class RecordIOReader:
                 raise CorruptRecordError(
                     f"{where}: continuation flag {cflag} where {' or '.join(map(str, expected))} was expected")
             want = min(length, limit) if (limit is not None and cflag == 0) else length
+            present = self._size - pos - _FRAME.size
+            if want > present:  # checked before reading: pread would allocate the claimed length first
+                raise CorruptRecordError(f"{where}: file truncated ({max(present, 0)} of {length} data bytes present)")
             body = self._pread(want, pos + _FRAME.size)
             if len(body) < want:
                 raise CorruptRecordError(

@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 IMAGE_EXTS = {".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".bmp": "bmp", ".webp": "webp"}
+# image files a scan reports as unusable (one error row each) instead of passing over them
+UNSUPPORTED_EXTS = frozenset({".gif", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl", ".jp2"})
+_PROBE_BYTES = 1 << 22  # enough of a GIF to count its frames
 _LFW_KEY = re.compile(r"^([^/]+)/\1_\d{4}\.(?i:jpe?g)$")
 
 
@@ -73,6 +76,14 @@ class Source(ABC):
     def read_bytes(self, item: SourceItem | str) -> bytes:
         """Raw encoded bytes of an item (or key). Raises OSError / OccbenchError when unreadable."""
 
+    def unusable(self) -> dict[str, str]:
+        """Keys of entries that look like images but cannot be used, with the reason (one row each)."""
+        return {}
+
+    def skipped(self) -> dict[str, list[str]]:
+        """Entries the scan passed over, by category (relative paths)."""
+        return {}
+
     def describe(self) -> dict:
         items = self.items()
         return {
@@ -108,7 +119,11 @@ def _read_all(fd: int) -> bytes:
 class TreeSource(Source):
     """Images under a folder; identity = the image's folder relative to root ("" for images at the root).
 
-    Hidden files/folders are skipped; symlinks are followed only when they stay inside root.
+    Symlinks are followed only when they stay inside root. Every entry the scan sees is accounted for:
+    an image file is an item; an image-named entry that cannot be used (a symlink leading outside root
+    or nowhere, a special file, a GIF/TIFF...) is in ``unusable()`` (key -> reason, one manifest row
+    each); everything else that is not scanned as an image (hidden entries, other files, linked or
+    unreadable folders...) is in ``skipped()`` by category, with its relative path.
     ``kind`` is "lfw" when every key is ``Name/Name_NNNN.jpg``, "flat" when all images sit at the root.
     """
 
@@ -117,43 +132,72 @@ class TreeSource(Source):
     def __init__(self, root: Path, name: str | None = None):
         super().__init__(Path(root).resolve(), name)
         self.skipped_links = 0
+        self._unusable: dict[str, str] = {}
+        self._skipped: dict[str, list[str]] = {}
+
+    def unusable(self) -> dict[str, str]:
+        self.items()
+        return dict(self._unusable)
+
+    def skipped(self) -> dict[str, list[str]]:
+        self.items()
+        return {k: list(v) for k, v in self._skipped.items()}
 
     def _scan(self) -> list[SourceItem]:
         root = self.root
+        root_s = str(root)
         out: list[SourceItem] = []
-        skipped = 0
-        todo = [("", str(root))]  # (relative folder, path); scandir entries need no stat per file
+        unusable: dict[str, str] = {}
+        skipped: dict[str, list[str]] = {}
+
+        def skip(category: str, rel: str) -> None:
+            skipped.setdefault(category, []).append(rel)
+
+        todo = [("", root_s)]  # (relative folder, path); scandir entries need no stat per file
         while todo:
             rel_dir, path = todo.pop()
             try:
                 entries = list(os.scandir(path))
-            except OSError:  # unreadable folder: skipped, as os.walk does
+            except OSError as e:
+                skip(f"unreadable folder ({os.strerror(e.errno) if e.errno else type(e).__name__})", rel_dir or ".")
                 continue
+            if not entries and rel_dir:
+                skip("empty folder", rel_dir)
             for e in entries:
                 name = e.name
+                rel = f"{rel_dir}/{name}" if rel_dir else name
                 if name.startswith("."):
+                    skip("hidden entry", rel)
                     continue
+                ext = os.path.splitext(name)[1].lower()
                 try:
                     is_dir = e.is_dir()  # follows links, so a linked folder is seen (and counted) as one
                 except OSError:
                     is_dir = False
                 if is_dir:
                     if e.is_symlink():
-                        skipped += 1  # never followed
+                        skip("symlinked folder (not followed)", rel)
                     else:
-                        todo.append((f"{rel_dir}/{name}" if rel_dir else name, e.path))
+                        if ext in IMAGE_EXTS or ext in UNSUPPORTED_EXTS:
+                            skip("folder named like an image (scanned as a folder)", rel)
+                        todo.append((rel, e.path))
                     continue
-                fmt = IMAGE_EXTS.get(os.path.splitext(name)[1].lower())
-                if fmt is None:
+                fmt = IMAGE_EXTS.get(ext)
+                if fmt is None and ext not in UNSUPPORTED_EXTS:
+                    skip("not an image file (extension)", rel)
                     continue
-                if e.is_symlink():
-                    real = Path(e.path).resolve()
-                    if root not in real.parents or not real.is_file():
-                        skipped += 1
-                        continue
-                out.append(SourceItem(f"{rel_dir}/{name}" if rel_dir else name, rel_dir, fmt))
+                problem = _entry_problem(e, root, root_s)
+                if problem is None and fmt is None:
+                    problem = _unsupported(e.path, ext)
+                if problem is not None:
+                    unusable[rel] = problem
+                    continue
+                out.append(SourceItem(rel, rel_dir, fmt))
         out.sort(key=lambda it: it.key)
-        self.skipped_links = skipped
+        self._unusable = dict(sorted(unusable.items()))
+        self._skipped = {k: sorted(v) for k, v in sorted(skipped.items())}
+        self.skipped_links = sum(1 for r in unusable.values() if "symlink" in r) + \
+            len(skipped.get("symlinked folder (not followed)", []))
         if out and all(not it.identity for it in out):
             self.kind = "flat"
         elif out and all(_LFW_KEY.match(it.key) for it in out):
@@ -180,12 +224,50 @@ class TreeSource(Source):
     def __getstate__(self):
         state = super().__getstate__()
         state.pop("_known", None)
+        state["_unusable"], state["_skipped"] = {}, {}  # the scan's report stays in the main process
         return state
 
     def describe(self) -> dict:
         d = super().describe()
         d["skipped_links"] = self.skipped_links
+        d["n_unusable"] = len(self._unusable)
+        d["n_skipped"] = sum(len(v) for v in self._skipped.values())
         return d
+
+
+def _entry_problem(e: os.DirEntry, root: Path, root_s: str) -> str | None:
+    """Why an image-named folder entry cannot be read as an image of the source (None: it can)."""
+    try:
+        if e.is_symlink():
+            try:
+                real = Path(e.path).resolve(strict=True)
+            except FileNotFoundError:
+                return "dangling symlink (its target does not exist)"
+            except (RuntimeError, OSError):
+                return "symlink loop"
+            if root not in real.parents:
+                return "symlink to a file outside the source (not followed)"
+            if not real.is_file():
+                return "symlink to something that is not a regular file"
+            return None
+        if not e.is_file(follow_symlinks=False):
+            return "not a regular file (a pipe, socket or device)"
+    except OSError as err:
+        return f"unreadable entry ({os.strerror(err.errno) if err.errno else type(err).__name__})"
+    return None
+
+
+def _unsupported(path: str, ext: str) -> str:
+    from .images import probe, unsupported_reason
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_PROBE_BYTES)
+    except OSError as e:
+        return f"unreadable file ({os.strerror(e.errno) if e.errno else type(e).__name__})"
+    info = probe(head)
+    reason = unsupported_reason(info) if info is not None else None
+    return reason or f"{ext.lstrip('.').upper()} images are not supported: convert it to PNG or JPEG"
 
 
 # ---------------------------------------------------------------- RecordIO ---
@@ -414,6 +496,10 @@ def open_path(p: Path, name: str | None = None, *, allow_unsafe_pickle: bool = F
         raise DataNotFoundError(f"{p} does not exist")
     if (p / "train.rec").is_file():
         return RecordIOSource(p / "train.rec", name=name or p.name)
+    if (p / "shards.json").is_file():  # a sharded synth output (rec ones have train.rec, above)
+        from .shards import WdsSource
+
+        return WdsSource(p, name=name)
     root = p
     if (p / "lfw").is_dir() and _only_lfw_inside(p):
         root = p / "lfw"

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterable, NamedTuple
 
+import math
+
 import numpy as np
 import torch
 
@@ -34,6 +36,7 @@ __all__ = [
 # Default blocks: the score block is probe_block x gallery_block float32 (128 MiB CPU, 1 GiB CUDA).
 _DEFAULT_BLOCKS = {"cpu": (2048, 16384), "cuda": (4096, 65536)}
 _AMBIGUOUS_ROW_CHUNK = 256  # rows re-sorted at once when a top-k boundary falls inside a tie
+_CHUNK = 64  # columns per chunk whose maxima are ranked before the exact top-k (see _block_topk)
 
 
 class TopK(NamedTuple):
@@ -75,6 +78,9 @@ def _rows(x, a: int, b: int, dev: torch.device) -> torch.Tensor:
     """Rows a:b of a numpy array / memmap / torch tensor as a float32 contiguous tensor on dev."""
     if isinstance(x, torch.Tensor):
         return x[a:b].to(device=dev, dtype=torch.float32).contiguous()
+    if (type(x) is np.ndarray and x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable
+            and dev.type == "cpu"):
+        return torch.from_numpy(x[a:b])  # in memory already: a view, read only here, never written
     # copy: reads a memmap block into memory once and never aliases the caller's (maybe read-only) array
     blk = torch.from_numpy(np.array(x[a:b], dtype=np.float32, order="C", copy=True))
     return blk if dev.type == "cpu" else blk.to(dev)
@@ -95,8 +101,8 @@ def _order_ties_by_index(v: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor
     return v.gather(1, o), i.gather(1, o)
 
 
-def _block_topk(sim: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-kk per row of sim under (value desc, column asc).
+def _block_topk_rows(sim: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-kk per row of sim under (value desc, column asc), by torch.topk.
 
     torch.topk breaks ties arbitrarily, so it is asked for kk+1 values: where the (kk+1)-th value is
     strictly below the kk-th, the selected set is unique and only its order needs fixing; rows where
@@ -114,6 +120,65 @@ def _block_topk(sim: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Tensor]
         sv, si = torch.sort(sim[rows], dim=1, descending=True, stable=True)
         v[rows], i[rows] = sv[:, :kk], si[:, :kk]
     return v, i
+
+
+class _NonFiniteScores(Exception):
+    """A score block holds NaN/inf: a non-finite input row (reported by _check_finite) or an overflow."""
+
+
+def _block_topk(sim: torch.Tensor, kk: int, floor: torch.Tensor | None = None,
+                chunk: int = _CHUNK) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact top-kk per row of sim under (value desc, column asc), reading sim about once.
+
+    Returns ``(rows, values, columns)`` for the rows that may change a running top-k whose k-th
+    score is ``floor`` (one value per row; ``None``: every row). Only values > floor can enter it:
+    a value equal to the floor ties with a running entry of a lower gallery index and loses.
+
+    The row is cut into chunks of ``chunk`` columns and only the chunk maxima are ranked (one
+    streaming amax over the block, a fraction of torch.topk's cost). Rows whose chunk maxima are all
+    <= floor are skipped. If the kk-th largest chunk maximum c_kk is strictly above the (kk+1)-th,
+    the kk chosen chunks hold >= kk values >= c_kk, above every value of the other chunks, so the
+    row's top-kk lies inside them and is taken from those kk*chunk values, gathered in column order
+    (ties keep column order). Rows with a tie between chunk maxima at that boundary fall back to
+    :func:`_block_topk_rows` on the whole row.
+    """
+    p, n = sim.shape
+    m = -(-n // chunk)
+    if kk >= n or m <= 2 * (kk + 1):
+        v, i = _block_topk_rows(sim, kk)
+        return torch.arange(p, device=sim.device), v, i
+    full = n - n % chunk
+    cmax = sim[:, :full].view(p, full // chunk, chunk).amax(dim=2)
+    if full < n:
+        cmax = torch.cat([cmax, sim[:, full:].amax(dim=1, keepdim=True)], dim=1)
+    rowmax = cmax.amax(dim=1)
+    if not math.isfinite(float(rowmax.sum())) and not bool(torch.isfinite(rowmax).all()):
+        raise _NonFiniteScores  # amax propagates NaN; the sum of finite maxima may overflow, hence recheck
+    rows = None
+    if floor is not None:
+        active = rowmax > floor
+        n_active = int(active.sum())
+        if n_active == 0:
+            return sim.new_empty((0,), dtype=torch.int64), sim.new_empty((0, kk)), sim.new_empty((0, kk), dtype=torch.int64)
+        if n_active < p:
+            rows = torch.nonzero(active).squeeze(1)
+            cmax = cmax[rows]
+    if rows is None:
+        rows = torch.arange(p, device=sim.device)
+    r = rows.numel()
+    cv, ci = torch.topk(cmax, kk + 1, dim=1, largest=True, sorted=True)
+    ambiguous = torch.nonzero(cv[:, kk] == cv[:, kk - 1]).squeeze(1)
+    chosen = torch.sort(ci[:, :kk], dim=1).values  # column order, so ties keep column order
+    if full < n:  # pad the short last chunk with -inf columns, which can never be chosen
+        sim = torch.nn.functional.pad(sim, (0, m * chunk - n), value=-torch.inf)
+    flat = (rows.unsqueeze(1) * m + chosen).view(-1)
+    vals = sim.view(p * m, chunk).index_select(0, flat).view(r, kk * chunk)
+    v, pos = _block_topk_rows(vals, kk)
+    i = chosen.gather(1, pos // chunk) * chunk + pos % chunk
+    for c in range(0, ambiguous.numel(), _AMBIGUOUS_ROW_CHUNK):
+        sel = ambiguous[c:c + _AMBIGUOUS_ROW_CHUNK]
+        v[sel], i[sel] = _block_topk_rows(sim[rows[sel], :n], kk)
+    return rows, v, i
 
 
 def topk_search(probes, gallery, k: int, probe_block: int | None = None, gallery_block: int | None = None,
@@ -165,20 +230,33 @@ def topk_search(probes, gallery, k: int, probe_block: int | None = None, gallery
         for g0 in range(0, n_g, gb):
             g1 = min(g0 + gb, n_g)
             g_blk = _rows(gallery, g0, g1, dev)
-            _check_finite(g_blk, "gallery", g0)
+            checked = False
             g_t = g_blk.T
             kk = min(k, g1 - g0)
             for p0 in range(0, n_p, pb):
                 p1 = min(p0 + pb, n_p)
                 sim = buf[: (p1 - p0) * (g1 - g0)].view(p1 - p0, g1 - g0)
                 torch.mm(p_all[p0:p1], g_t, out=sim)
-                v, i = _block_topk(sim, kk)
+                if not checked and -(-(g1 - g0) // _CHUNK) <= 2 * (kk + 1):
+                    _check_finite(g_blk, "gallery", g0)  # small block: no chunk maxima to check
+                    checked = True
+                try:
+                    rows, v, i = _block_topk(sim, kk, floor=best_s[p0:p1, k - 1])
+                except _NonFiniteScores:
+                    # the chunk maxima saw a NaN/inf: name the bad gallery row, else it was an overflow
+                    _check_finite(g_blk, "gallery", g0)
+                    raise ConfigError(f"scores against gallery rows {g0}:{g1} overflow float32; "
+                                      "L2-normalise the embeddings") from None
+                if rows.numel() == 0:
+                    continue
+                # all rows: a slice (no index copies); else the changed rows only
+                rows = slice(p0, p1) if rows.numel() == p1 - p0 else rows + p0
                 # running entries all have lower gallery indices, so a stable sort keeps them first on ties
-                cat_v = torch.cat([best_s[p0:p1], v], dim=1)
-                cat_i = torch.cat([best_i[p0:p1], i + g0], dim=1)
+                cat_v = torch.cat([best_s[rows], v], dim=1)
+                cat_i = torch.cat([best_i[rows], i + g0], dim=1)
                 o = torch.sort(cat_v, dim=1, descending=True, stable=True).indices[:, :k]
-                best_s[p0:p1] = cat_v.gather(1, o)
-                best_i[p0:p1] = cat_i.gather(1, o)
+                best_s[rows] = cat_v.gather(1, o)
+                best_i[rows] = cat_i.gather(1, o)
         return TopK(best_s.cpu().numpy(), best_i.cpu().numpy())
 
 

@@ -60,7 +60,7 @@ def _need_both_classes(y: np.ndarray, what: str) -> None:
 # --------------------------------------------------------------------------- k-fold accuracy
 
 
-def best_accuracy_threshold(scores, labels) -> tuple[float, float]:
+def best_accuracy_threshold(scores, labels, floor: float | None = None) -> tuple[float, float]:
     """Threshold maximising accuracy of ``score >= t`` on (scores, labels); returns (t, accuracy).
 
     Candidates: ``-inf``, the midpoints between consecutive sorted unique scores, ``+inf``
@@ -70,9 +70,13 @@ def best_accuracy_threshold(scores, labels) -> tuple[float, float]:
     as ``np.argmax`` over an ascending grid in insightface / facenet).
     A midpoint that rounds onto the lower score (adjacent floats) is replaced by the upper score,
     so the candidate always separates the two values.
+    ``floor``: scores <= floor are never accepted (failures to enrol, scored at the lowest possible
+    value): only candidates that reject every such score are tried (``-inf`` is then never chosen).
 
     >>> best_accuracy_threshold([0.1, 0.4, 0.6, 0.9], [0, 0, 1, 1])
     (0.5, 1.0)
+    >>> best_accuracy_threshold([-2.0, 0.4, 0.6], [1, 1, 1], floor=-2.0)
+    (-0.8, 0.6666666666666666)
     """
     s, y = _check_scores_labels(scores, labels)
     u, inv = np.unique(s, return_inverse=True)  # ascending unique values
@@ -82,7 +86,8 @@ def best_accuracy_threshold(scores, labels) -> tuple[float, float]:
     tp = pos.sum() - np.concatenate([[0.0], np.cumsum(pos)])
     tn = np.concatenate([[0.0], np.cumsum(neg)])
     acc = (tp + tn) / s.size
-    j = int(np.argmax(acc))
+    j0 = 0 if floor is None else int(np.searchsorted(u, floor, side="right"))  # first candidate above floor
+    j = j0 + int(np.argmax(acc[j0:]))
     return float(_candidate(u, j)), float(acc[j])
 
 
@@ -123,7 +128,8 @@ class KFoldResult:
         return d
 
 
-def kfold_accuracy(scores, labels, n_folds: int = 10, folds=None, ddof: int = 0) -> KFoldResult:
+def kfold_accuracy(scores, labels, n_folds: int = 10, folds=None, ddof: int = 0,
+                   floor: float | None = None) -> KFoldResult:
     """LFW-style k-fold verification accuracy.
 
     For each test fold f: t_f = :func:`best_accuracy_threshold` on all pairs *not* in f;
@@ -135,6 +141,9 @@ def kfold_accuracy(scores, labels, n_folds: int = 10, folds=None, ddof: int = 0)
     ``np.array_split`` does (the first ``n % n_folds`` folds hold one pair more).
     ``folds`` (one fold id per pair, e.g. LFW's 5 published folds) overrides ``n_folds``: the folds
     are the distinct ids present, in sorted order, each left out once.
+
+    ``floor`` (see :func:`best_accuracy_threshold`): scores <= floor are never accepted, so pairs
+    with a failure to enrol are always decided "different".
 
     Empty folds are refused, never skipped: ``n_folds > len(scores)`` (which would create empty
     folds) raises ``ConfigError``, as does fewer than 2 folds. With explicit ``folds`` a fold is
@@ -168,7 +177,7 @@ def kfold_accuracy(scores, labels, n_folds: int = 10, folds=None, ddof: int = 0)
     accs, ths, sizes = [], [], []
     for f in ids:
         test = fold_of == f
-        t, _ = best_accuracy_threshold(s[~test], y[~test])
+        t, _ = best_accuracy_threshold(s[~test], y[~test], floor=floor)
         accs.append(float(np.mean((s[test] >= t) == y[test])))
         ths.append(t)
         sizes.append(int(test.sum()))

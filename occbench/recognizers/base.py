@@ -79,6 +79,10 @@ class Recognizer(Protocol):
     def fingerprint(self) -> str:
         """A stable hash of weights + preprocessing, used as the embedding-cache key and in results."""
 
+    # Optional (models with occlusion outputs, see ``occbench.recognizers.outputs``):
+    #   outputs: OutputSpec | None          what the model returns besides the embedding
+    #   infer(crops) -> ModelOutputs        embeddings (L2-normalised) + mask P(occluded) + pattern scores
+
 
 def template_alignment(preprocess: Preprocess, landmarks: FaceLandmarks) -> np.ndarray:
     """Default alignment: least-squares similarity from the 5 landmarks to the template points."""

@@ -6,7 +6,8 @@
    plug-in file type (see ``registry.register_file_type``);
 3. ``pkg.module:fn``: a Python factory called as ``fn(**factory_kwargs)`` returning a Recognizer, an
    ``nn.Module``, or ``(nn.Module, preprocess)``; a module without a second value may carry its
-   preprocessing as a ``preprocess`` attribute (on the module or on ``fn``), as Preprocess or dict.
+   preprocessing as a ``preprocess`` attribute (on the module or on ``fn``), as Preprocess or dict,
+   and its occlusion outputs (``outputs.OutputSpec`` or dict) as an ``output_spec`` attribute.
 """
 from __future__ import annotations
 
@@ -61,7 +62,8 @@ def load_python_factory(spec: str, *, arch: str | None = None, device: str = "au
     from .torch_backend import TorchRecognizer
 
     if arch:
-        raise ConfigError(f"--arch does not apply to a Python factory ({spec}); pass options via factory_kwargs")
+        raise ConfigError(f"--arch does not apply to a Python factory ({spec}); pass its options with "
+                          "--arch-opt KEY=VALUE (factory_kwargs)")
     fn = resolve_callable(spec)
     try:
         out = fn(**(factory_kwargs or {}))
@@ -80,7 +82,8 @@ def load_python_factory(spec: str, *, arch: str | None = None, device: str = "au
         raise ConfigError(f"factory {spec} returned {type(out).__name__}; expected a torch.nn.Module, "
                           "(module, preprocess) or a Recognizer")
     pp = resolve_preprocess(as_preprocess(embedded, f"{spec} preprocess"), preprocess_overrides)
-    return TorchRecognizer(module, pp, name=spec, device=device, precision=precision)
+    outputs = getattr(module, "output_spec", None) or getattr(fn, "output_spec", None)
+    return TorchRecognizer(module, pp, name=spec, device=device, precision=precision, outputs=outputs)
 
 
 def resolve_callable(spec: str):

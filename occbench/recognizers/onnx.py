@@ -12,21 +12,34 @@ from ..errors import ConfigError
 from ..io.atomic import atomic_write_bytes
 from ..face.geometry import FaceLandmarks, template_for_size
 from .base import Preprocess, l2_normalize, template_alignment
-from .registry import (METADATA_KEY, compose_fingerprint, decode_metadata, encode_metadata, file_sha256,
-                       resolve_preprocess)
+from .outputs import ModelOutputs, NoteOnce, parse_outputs
+from .registry import (METADATA_KEY, compose_fingerprint, decode_metadata, decode_outputs, encode_metadata,
+                       file_sha256, resolve_preprocess)
 from .torch_backend import check_crops
 
 INPUT_NAME, OUTPUT_NAME = "input", "embedding"
 
 
-def export_onnx(module, path: str | os.PathLike, preprocess: Preprocess, name: str, *, opset: int = 17) -> Path:
-    """Export a torch module (dynamic batch) with name + preprocess embedded as metadata; atomic."""
+def export_onnx(module, path: str | os.PathLike, preprocess: Preprocess, name: str, *, opset: int = 17,
+                outputs=None) -> Path:
+    """Export a torch module (dynamic batch) with name + preprocess embedded as metadata; atomic.
+
+    ``outputs`` (default: the module's ``output_spec`` attribute) declares occlusion outputs: the ONNX
+    graph then has the named outputs embedding / mask / pattern, and the declaration is stored
+    (keyed by those names) in the metadata."""
     import onnx
     import torch
 
+    from .outputs import as_output_spec
     from .torchscript import example_input
 
-    meta = encode_metadata(preprocess, name)
+    spec = as_output_spec(outputs if outputs is not None else getattr(module, "output_spec", None))
+    names = [OUTPUT_NAME]
+    if spec is not None:
+        names = ["embedding"] + [k for k, s in (("mask", spec.mask), ("pattern", spec.pattern)) if s is not None]
+        module = _NamedOutputs(module, spec)
+        spec = _renamed(spec)
+    meta = encode_metadata(preprocess, name, spec)
     module = module.eval()
     x = example_input(preprocess)
     p = next(iter(module.parameters()), None)
@@ -35,12 +48,39 @@ def export_onnx(module, path: str | os.PathLike, preprocess: Preprocess, name: s
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter warns that it is legacy
-        torch.onnx.export(module, (x,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "N"}, OUTPUT_NAME: {0: "N"}}, opset_version=opset)
+        torch.onnx.export(module, (x,), buf, dynamo=False, input_names=[INPUT_NAME], output_names=names,
+                          dynamic_axes={INPUT_NAME: {0: "N"}, **{n: {0: "N"} for n in names}}, opset_version=opset)
     model = onnx.load_model_from_string(buf.getvalue())
     set_onnx_metadata(model, meta)
     atomic_write_bytes(path, model.SerializeToString())
     return Path(path)
+
+
+def _renamed(spec):
+    """The declaration with the ONNX output names as keys."""
+    from dataclasses import replace
+
+    return replace(spec, embedding="embedding",
+                   mask=None if spec.mask is None else replace(spec.mask, key="mask"),
+                   pattern=None if spec.pattern is None else replace(spec.pattern, key="pattern"))
+
+
+def _NamedOutputs(module, spec):
+    """Wrap ``module`` so that it returns (embedding[, mask][, pattern]) as a tuple, for export."""
+    import torch
+
+    from .outputs import _select
+
+    class Named(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x):
+            raw = self.inner(x)
+            return tuple(_select(raw, k, "declared") for k in spec.keys())
+
+    return Named()
 
 
 def set_onnx_metadata(model, meta_json: str) -> None:
@@ -85,6 +125,9 @@ class OnnxRecognizer:
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         embedded, name = decode_metadata(meta, str(self.path))
+        self.outputs = decode_outputs(meta, str(self.path))
+        self._output_names = [o.name for o in self.session.get_outputs()]
+        self._note = NoteOnce()
         inp = self.session.get_inputs()[0]
         self._input_name = inp.name
         self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
@@ -106,12 +149,41 @@ class OnnxRecognizer:
     def fingerprint(self) -> str:
         return compose_fingerprint(self._weights_hash, self.preprocess)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
+    def _run_all(self, x: np.ndarray) -> ModelOutputs:
         n = len(x)
         if self._fixed_batch and n != self._fixed_batch:  # pad to the model's fixed batch size
             x = np.concatenate([x, np.zeros((self._fixed_batch - n, *x.shape[1:]), x.dtype)])
-        out = self.session.run(None, {self._input_name: x.astype(self._input_dtype, copy=False)})[0]
-        return np.asarray(out, np.float32).reshape(len(x), -1)[:n]
+        if self.outputs is None:  # the first output is the embedding, as before
+            out = self.session.run(self._output_names[:1], {self._input_name: x.astype(self._input_dtype, copy=False)})[0]
+            return ModelOutputs(np.asarray(out, np.float32).reshape(len(x), -1)[:n])
+        raw = self.session.run(None, {self._input_name: x.astype(self._input_dtype, copy=False)})
+        parsed = parse_outputs({k: np.asarray(v)[:n] for k, v in zip(self._output_names, raw)}, self.outputs, n)
+        self._note(parsed.notes, self.name)
+        return parsed
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self._run_all(x).embedding
+
+    def infer(self, crops: np.ndarray) -> ModelOutputs:
+        """Embeddings (L2-normalised) and, when declared, mask and pattern (un-flipped input)."""
+        if self.outputs is None or not self.outputs.has_occlusion:
+            return ModelOutputs(self.embed(crops))
+        crops = check_crops(crops, self.preprocess)
+        pp = self.preprocess
+        parts = []
+        step = max(self.max_batch, 1)
+        for i in range(0, len(crops), step):
+            x = pp.normalize(crops[i:i + step])
+            out = self._run_all(x)
+            if pp.flip_test:
+                out.embedding = out.embedding + self._run(np.ascontiguousarray(np.flip(x, axis=3 if pp.layout == "NCHW" else 2)))
+            out.embedding = l2_normalize(out.embedding)
+            parts.append(out)
+        if not parts:
+            return ModelOutputs(self.embed(crops))
+        cat = (lambda xs: None if xs[0] is None else np.concatenate(xs))
+        return ModelOutputs(np.concatenate([p.embedding for p in parts]), cat([p.mask for p in parts]),
+                            cat([p.pattern for p in parts]))
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         crops = check_crops(crops, self.preprocess)

@@ -22,6 +22,7 @@ import importlib
 import json
 import logging
 import os
+import pickle
 import pkgutil
 import zipfile
 from dataclasses import dataclass
@@ -45,10 +46,28 @@ METADATA_FILE = "occbench.json"  # TorchScript _extra_files name
 METADATA_FORMAT = "occbench-recognizer/1"
 
 
-def encode_metadata(preprocess: Preprocess, name: str) -> str:
+def encode_metadata(preprocess: Preprocess, name: str, outputs=None) -> str:
+    """The metadata JSON; ``outputs`` (an ``outputs.OutputSpec`` or its dict) declares occlusion outputs."""
     validate_preprocess(preprocess)
-    return json.dumps({"format": METADATA_FORMAT, "name": name, "preprocess": preprocess.to_dict()},
-                      sort_keys=True)
+    d = {"format": METADATA_FORMAT, "name": name, "preprocess": preprocess.to_dict()}
+    if outputs is not None:
+        from .outputs import as_output_spec
+
+        d["outputs"] = as_output_spec(outputs, f"{name} outputs").to_dict()
+    return json.dumps(d, sort_keys=True)
+
+
+def decode_outputs(text: str | bytes | None, source: str):
+    """The ``outputs.OutputSpec`` declared in embedded metadata, or None."""
+    if not text:
+        return None
+    from .outputs import as_output_spec
+
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"{source}: invalid embedded occbench metadata ({e})") from None
+    return as_output_spec(d.get("outputs"), f"{source}: outputs") if isinstance(d, dict) else None
 
 
 def decode_metadata(text: str | bytes | None, source: str) -> tuple[Preprocess | None, str | None]:
@@ -165,7 +184,8 @@ def is_torch_pickle(path: Path, head: bytes) -> bool:
     """torch.save output: a zip with ``<root>/data.pkl`` (new format) or a raw pickle (legacy)."""
     if head.startswith(b"PK"):
         return any(n.endswith("/data.pkl") for n in _zip_names(path))
-    return head[:1] == b"\x80"  # pickle protocol >= 2 opcode
+    # PROTO opcode with a protocol pickle knows (2..5); anything else is not a pickle at all
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= pickle.HIGHEST_PROTOCOL
 
 
 def is_onnx(path: Path, head: bytes) -> bool:
@@ -205,16 +225,24 @@ def detect_file_type(path: str | os.PathLike) -> FileType:
     for ft in FILE_TYPES:
         if ft.sniff(p, head):
             return ft
-    known = ", ".join(ft.name for ft in FILE_TYPES)
-    raise ConfigError(f"{p}: unrecognised model file (known types: {known}). Expected a TorchScript "
-                      "archive, a torch state dict (.pth/.pt, with --arch) or an ONNX model")
+    why = "a damaged or truncated zip archive" if head.startswith(b"PK") else \
+        f"unknown content, first bytes {head[:8].hex(' ')}"
+    raise ConfigError(not_a_model_file(p, why))
+
+
+def not_a_model_file(path, why: str) -> str:
+    """The one-line message for a file that is none of the model-file types."""
+    others = [ft.name for ft in FILE_TYPES if ft.name not in ("torchscript", "torch-pickle", "onnx")]
+    extra = f", or a plug-in type ({', '.join(others)})" if others else ""
+    return (f"{path}: not a model file ({why}). Expected a TorchScript archive (torch.jit.save), a torch "
+            f"state dict or checkpoint (.pt/.pth, with --arch), or an ONNX model{extra}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Plug-in discovery
 
 CORE_MODULES = frozenset({"base", "registry", "torch_backend", "torchscript", "statedict", "onnx",
-                          "factory", "extract", "archs"})
+                          "factory", "extract", "archs", "outputs"})
 ENTRY_POINT_GROUP = "occbench.recognizers"
 _plugin_state: dict[str, str | None] = {}  # module -> None (loaded) | error message
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 
 from ..errors import ConfigError, UnsafeLoadError
 from .archs import create_arch, list_archs
-from .registry import as_preprocess, file_sha256, resolve_preprocess
+from .registry import as_preprocess, file_sha256, not_a_model_file, resolve_preprocess
 from .torch_backend import TorchRecognizer
 
 # Prefixes that training wrappers put in front of backbone keys (DDP, arcface_torch wrappers).
@@ -28,29 +29,56 @@ OPTIONAL_SUFFIXES = ("num_batches_tracked",)
 
 
 def torch_load(path: str | os.PathLike, *, allow_unsafe_pickle: bool = False):
-    """torch.load on CPU, weights-only unless the caller opted in to full unpickling."""
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError) as e:
-        raise ConfigError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0][:200]})") from None
-    except pickle.UnpicklingError as e:
-        if not allow_unsafe_pickle:
-            raise UnsafeLoadError(
-                f"{path} contains pickled Python objects, not just tensors (e.g. a whole nn.Module); "
-                "loading it could run arbitrary code. Save a state dict or TorchScript instead, or pass "
-                f"--allow-unsafe-pickle (allow_unsafe_pickle=True) only if you trust this file. ({_refusal_reason(e)})"
-            ) from None
-    return torch.load(str(path), map_location="cpu", weights_only=False)
+    """torch.load on CPU, weights-only unless the caller opted in to full unpickling.
+
+    A file that is not a well-formed torch checkpoint is a ConfigError (one line), with or without
+    the opt-in: corruption is reported as such, never as a torch/pickle traceback."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 74": the error below says it
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            corrupt = _corruption(e)
+            if corrupt:
+                raise ConfigError(not_a_model_file(path, corrupt)) from None
+            if not allow_unsafe_pickle:
+                raise UnsafeLoadError(
+                    f"{path} contains pickled Python objects, not just tensors (e.g. a whole nn.Module); "
+                    "loading it could run arbitrary code. Save a state dict or TorchScript instead, or pass "
+                    f"--allow-unsafe-pickle (allow_unsafe_pickle=True) only if you trust this file. "
+                    f"({_refusal_reason(e)})") from None
+        except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/EOFError/ValueError/IndexError...
+            raise ConfigError(not_a_model_file(path, f"not a readable torch checkpoint: {_first_line(e)}")) from None
+        try:
+            return torch.load(str(path), map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - a corrupt or foreign pickle, reported in one line
+            raise ConfigError(f"{path}: cannot unpickle this checkpoint ({_first_line(e)}); the file is "
+                              "damaged, or its classes are not importable here") from None
 
 
 def _refusal_reason(e: Exception) -> str:
     """The informative part of torch's weights-only refusal (which global was refused)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", text) or re.search(r"unsupported GLOBAL (\S+)", text)
     if m:
         return f"refused global {m.group(1)}"
     m = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
     return m.group(1)[:200] if m else type(e).__name__
+
+
+def _first_line(e: Exception) -> str:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
+def _corruption(e: Exception) -> str | None:
+    """Why a weights-only refusal means "not a pickle" (an opcode that does not exist), else None."""
+    import pickletools
+
+    m = re.search(r"Unsupported operand (\d+)", str(e))
+    if m and chr(int(m.group(1))) not in {op.code for op in pickletools.opcodes}:
+        return f"byte {int(m.group(1))} is not a pickle opcode; damaged or not a checkpoint"
+    return None
 
 
 def extract_state_dict(obj) -> dict[str, torch.Tensor]:
@@ -95,7 +123,7 @@ def load_state_dict_strict(module: torch.nn.Module, sd: dict[str, torch.Tensor],
             if keys:
                 more = f" ... (+{len(keys) - 8} more)" if len(keys) > 8 else ""
                 parts.append(f"  {label} ({len(keys)}): {', '.join(keys[:8])}{more}")
-        parts.append("Check --arch (and arch options such as num_features via factory_kwargs).")
+        parts.append("Check --arch (and arch options, e.g. --arch-opt num_features=256).")
         raise ConfigError("\n".join(parts))
     module.load_state_dict(sd, strict=False)  # only optional buffers can be absent here
 
@@ -118,4 +146,5 @@ def load_torch_checkpoint(path: str | os.PathLike, *, arch: str | None = None, d
         module = create_arch(arch, **(factory_kwargs or {}))
         load_state_dict_strict(module, extract_state_dict(obj), str(path))
     return TorchRecognizer(module, pp, name=f"{arch}:{Path(path).stem}" if arch else Path(path).stem,
-                           device=device, precision=precision, weights_hash=file_sha256(path))
+                           device=device, precision=precision, weights_hash=file_sha256(path),
+                           outputs=getattr(module, "output_spec", None))

@@ -14,6 +14,7 @@ import torch
 from ..errors import ConfigError
 from ..face.geometry import FaceLandmarks
 from .base import Preprocess, template_alignment
+from .outputs import ModelOutputs, NoteOnce, OutputSpec, as_output_spec, parse_outputs
 from .registry import compose_fingerprint, validate_preprocess
 
 PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -64,12 +65,16 @@ class TorchRecognizer:
 
     ``weights_hash``: sha256 of the weight file when the module came from one; otherwise the
     state-dict hash is computed here. ``max_batch`` bounds one forward pass (flip-test doubles it).
+    ``outputs``: what the module returns besides the embedding (``outputs.OutputSpec``; None: the
+    embedding only, or a tuple's first item, or a dict's "embedding").
     """
 
     def __init__(self, module: torch.nn.Module, preprocess: Preprocess, *, name: str,
                  device: str | torch.device = "auto", precision: str = "fp32",
-                 weights_hash: str | None = None, max_batch: int = 256):
+                 weights_hash: str | None = None, max_batch: int = 256, outputs: OutputSpec | dict | None = None):
         self.name = name
+        self.outputs = as_output_spec(outputs, f"{name} outputs")
+        self._note = NoteOnce()
         self.preprocess = validate_preprocess(preprocess)
         self.device = resolve_device(device)
         self.precision = precision
@@ -109,18 +114,42 @@ class TorchRecognizer:
             x = x.permute(0, 3, 1, 2)
         return ((x.float() - self._mean) / self._std).contiguous()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw (un-normalised) float32 embeddings, flip-test summed when enabled."""
+    def forward_outputs(self, x: torch.Tensor) -> ModelOutputs:
+        """Parsed outputs of one batch: raw (un-normalised) embeddings, flip-test summed when enabled;
+        mask and pattern from the un-flipped half."""
         n = x.shape[0]
         if self.preprocess.flip_test:
             width_axis = 3 if self.preprocess.layout == "NCHW" else 2
             x = torch.cat([x, x.flip(width_axis)])
         with autocast_context(self.device, self.precision):
-            out = self.module(x)
-        if isinstance(out, (tuple, list)):  # e.g. (embedding, norm)
-            out = out[0]
-        out = out.float().reshape(out.shape[0], -1)
-        return out[:n] + out[n:] if self.preprocess.flip_test else out
+            raw = self.module(x)
+        out = parse_outputs(raw, self.outputs, x.shape[0])
+        self._note(out.notes, self.name)
+        if self.preprocess.flip_test:
+            e = out.embedding
+            out = ModelOutputs(e[:n] + e[n:], None if out.mask is None else out.mask[:n],
+                               None if out.pattern is None else out.pattern[:n], out.notes)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw (un-normalised) float32 embeddings, flip-test summed when enabled."""
+        return torch.from_numpy(np.ascontiguousarray(self.forward_outputs(x).embedding, np.float32))
+
+    def infer(self, crops: np.ndarray) -> ModelOutputs:
+        """Aligned uint8 RGB crops -> ModelOutputs with L2-normalised embeddings (and mask / pattern
+        when the model declares them)."""
+        crops = check_crops(crops, self.preprocess)
+        if len(crops) == 0:
+            return ModelOutputs(np.zeros((0, self.dim), np.float32))
+        parts: list[ModelOutputs] = []
+        with torch.inference_mode():
+            for i in range(0, len(crops), self.max_batch):
+                parts.append(self.forward_outputs(self.to_input(crops[i:i + self.max_batch])))
+        emb = torch.from_numpy(np.concatenate([p.embedding for p in parts]).astype(np.float32, copy=False))
+        emb = torch.nn.functional.normalize(emb, dim=1).numpy()  # as in embed(): the same bits
+        self._dim = emb.shape[1]
+        cat = (lambda xs: None if xs[0] is None else np.concatenate(xs))
+        return ModelOutputs(emb, cat([p.mask for p in parts]), cat([p.pattern for p in parts]))
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         crops = check_crops(crops, self.preprocess)

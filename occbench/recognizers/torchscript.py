@@ -16,7 +16,8 @@ import torch
 from ..errors import ConfigError
 from ..io.atomic import atomic_write_bytes
 from .base import Preprocess
-from .registry import METADATA_FILE, decode_metadata, encode_metadata, file_sha256, resolve_preprocess
+from .registry import (METADATA_FILE, decode_metadata, decode_outputs, encode_metadata, file_sha256,
+                       resolve_preprocess)
 from .torch_backend import TorchRecognizer
 
 
@@ -45,7 +46,9 @@ def to_script_module(module: torch.nn.Module, preprocess: Preprocess, method: st
     if method != "trace":
         raise ConfigError(f"method must be 'trace' or 'script', got {method!r}")
     with torch.inference_mode(False), torch.no_grad(), _quiet_jit():
-        return torch.jit.trace(module, example_input(preprocess).to(_module_device(module)), check_trace=False)
+        # strict=False lets a module return a dict (embedding + occlusion outputs)
+        return torch.jit.trace(module, example_input(preprocess).to(_module_device(module)), check_trace=False,
+                               strict=getattr(module, "output_spec", None) is None)
 
 
 def _module_device(module: torch.nn.Module) -> torch.device:
@@ -54,9 +57,10 @@ def _module_device(module: torch.nn.Module) -> torch.device:
 
 
 def save_torchscript(module: torch.nn.Module, path: str | os.PathLike, preprocess: Preprocess, name: str,
-                     *, method: str = "trace") -> Path:
-    """Write ``module`` as TorchScript with ``occbench.json`` (name + preprocess) embedded; atomic."""
-    meta = encode_metadata(preprocess, name)
+                     *, method: str = "trace", outputs=None) -> Path:
+    """Write ``module`` as TorchScript with ``occbench.json`` (name + preprocess [+ outputs declaration,
+    default: the module's ``output_spec`` attribute]) embedded; atomic."""
+    meta = encode_metadata(preprocess, name, outputs if outputs is not None else getattr(module, "output_spec", None))
     scripted = to_script_module(module, preprocess, method)
     buf = io.BytesIO()
     with _quiet_jit():
@@ -86,4 +90,4 @@ def load_torchscript(path: str | os.PathLike, *, arch: str | None = None, device
     embedded, name = decode_metadata(extra[METADATA_FILE], str(path))
     pp = resolve_preprocess(embedded, preprocess_overrides)
     return TorchRecognizer(module, pp, name=name or Path(path).stem, device=device, precision=precision,
-                           weights_hash=file_sha256(path))
+                           weights_hash=file_sha256(path), outputs=decode_outputs(extra[METADATA_FILE], str(path)))

@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import DataNotFoundError
-from ..io.atomic import _json_default, atomic_write_table
+from ..io.atomic import _json_default, atomic_write_table, output_error
 
 STATUSES = ("ok", "clean", "noface", "error")
 
@@ -44,7 +44,13 @@ COLUMNS: dict[str, str] = {
     "width": "int",  # image width (0 when undecodable)
     "height": "int",  # image height
     "fmt": "str",  # encoded format of input and output (jpg | png | ...)
+    "conversion": "str",  # what decoding the input dropped for this row's image ("alpha channel dropped", ...)
 }
+
+# face parts (occbench/face/parts.yaml): part_map path, part_reason, part_<name> occluded fractions
+from ..face.parts import manifest_columns as _part_columns  # noqa: E402
+
+COLUMNS.update(_part_columns())
 
 MANIFEST_COLUMNS = tuple(COLUMNS)
 
@@ -67,7 +73,7 @@ def rows_to_frame(rows: Iterable[dict]):
     import pandas as pd
 
     rows = list(rows)
-    cols = {c: [r.get(c, math.nan) for r in rows] for c in MANIFEST_COLUMNS}  # by column: faster than by row
+    cols = {c: [r.get(c, _DEFAULTS[c]) for r in rows] for c in MANIFEST_COLUMNS}  # by column: faster than by row
     df = pd.DataFrame(cols, columns=list(MANIFEST_COLUMNS))
     for c, t in COLUMNS.items():
         if t == "int":
@@ -143,16 +149,33 @@ class RowLog:
         if not records:
             return
         lines = [_LOG_ENCODER.encode(r) for r in records]
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.path, "ab")
-        self._fh.write(("\n".join(lines) + "\n").encode("utf-8"))
-        self._fh.flush()
+        try:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "ab")
+            self._fh.write(("\n".join(lines) + "\n").encode("utf-8"))
+            self._fh.flush()
+        except OSError as e:
+            self._abandon()
+            raise output_error(e, self.path, "Fix that and rerun the same command to resume") from e
         self.records.update((r["key"], r) for r in records)
+
+    def _abandon(self) -> None:
+        """Drop a handle whose buffered write failed (a partial line is trimmed by the next ``load``)."""
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+            self._fh = None
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError as e:
+                self._fh = None
+                raise output_error(e, self.path, "Fix that and rerun the same command to resume") from e
             self._fh = None
 
     def __enter__(self):

@@ -19,19 +19,31 @@ occluder choice and every random parameter (a paired scale sweep). Whether an im
 (``clean_ratio``) is drawn once per image from ``derive_seed(seed, key, "clean")``. Nothing depends on
 the job count, the order, or which other images are in the run.
 
-Resume: finished items are logged in ``OUT/.synth/rows.jsonl`` after their files are in place
-(written to ``OUT/.synth/tmp`` then renamed); rerunning the same command skips them and the tables
-are assembled from the log, so the result is byte-identical to an uninterrupted run. A different
-configuration into the same OUT is refused unless ``overwrite``.
+Resume: finished items are logged in ``OUT/.synth/rows.jsonl`` (with the size of every file they
+wrote) after their files are in place (written to ``.<name>.part`` beside the destination, then
+renamed); rerunning the same command checks those files, redoes items whose files are missing or
+changed, and assembles the tables from the log, so the result is byte-identical to an uninterrupted
+run. A different configuration into the same OUT is refused unless ``overwrite``.
+
+Robustness: one process at a time writes to OUT (``fcntl.flock`` on ``OUT/.synth.lock``; a second run
+fails at once naming the holder's PID, or waits with ``wait``). Every input gets rows: an unreadable,
+undecodable, oversized (``max_pixels``, checked from the header before decoding) or oddly named input
+is an ``error`` row with its reason, and a worker process that crashes (segfault, abort, killed) on an
+image makes that image an ``error`` row: workers note the key they are on in ``OUT/.synth/inflight``,
+and after a crash the keys found there are rerun one by one in fresh processes to find the culprit.
+Errors writing OUTPUT (disk full, read-only, permissions, a folder in the way) stop the run with
+``OutputWriteError``: they are never an input's row, and a rerun after the fix resumes.
 """
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import struct
 import time
 import zlib
@@ -44,8 +56,9 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import ConfigError, DataNotFoundError, OccbenchError
-from ..io.images import encode, decode_rgb, sniff_format
+from ..errors import ConfigError, DataNotFoundError, OccbenchError, OutputWriteError, RunLockedError
+from ..io.atomic import output_error, sweep_temp_files
+from ..io.images import decode_rgb, encode, probe, sniff_format
 from ..seeding import derive_seed
 from ..face.geometry import ARCFACE_112, FACE_FRAME_SIZE, face_frame_transform, warp
 from .manifest import RowLog, empty_row, rows_to_frame, to_json, write_manifest
@@ -55,8 +68,15 @@ from .scales import format_scale, parse_scales
 LANDMARKER_CHOICES = ("auto", "template", "mediapipe", "file")
 PLACEMENTS = ("anchored", "free")
 STATE_DIR = ".synth"
+LOCK_FILE = "run.lock"  # in OUT/.synth, never removed: flock'ed for the whole run
+WORKERS_LOCK = "workers.lock"  # in OUT/.synth: worker processes hold it shared while they work on a batch
 MANAGED = ("images", "masks", STATE_DIR, "manifest.parquet", "manifest.csv", "landmarks.parquet",
-           "landmarks.csv", "synth.json")
+           "landmarks.csv", "skipped.csv", "synth.json", "partmaps")
+DEFAULT_MAX_PIXELS = 50_000_000
+LAYOUT_VERSION = 2  # 2: masks/<variant>/<key>.png (was <key stem>.png), part files beside their destination
+# Test hook: newline-separated keys on which a worker process calls os.abort(), as a native crash would
+CRASH_HOOK_ENV = "OCCBENCH_TEST_CRASH_KEYS"
+_RESUME_HINT = "Fix that and rerun the same command: finished images are kept and the run resumes"
 _VARIANT_NAME = re.compile(r"^[A-Za-z0-9_.@+\-]+$")
 
 
@@ -89,11 +109,17 @@ class SynthConfig:
     keys: tuple[str, ...] | None = None  # restrict to these source keys
     data_root: str | None = None
     jpeg_quality: int = 95
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images (width x height, from the header) are error rows
     jobs: int = 1
     overwrite: bool = False
     allow_unsafe_pickle: bool = False  # for .bin sources (pickles); off by default
+    wait: bool = False  # another run holds OUT: wait for it instead of failing at once
+    part_masks: bool = False  # also write partmaps/<key>.png: the face-part label map (occbench.face.parts)
+    format: str = "files"  # files | rec | wds: loose files, or shards (occbench.synth.sharded)
+    shard_size: int = 1000  # source images per shard (rec / wds)
+    dask: str | None = None  # rec / wds on Dask: "local:N" or a scheduler address (occbench.distributed)
 
-    RUNTIME_FIELDS = ("out", "jobs", "overwrite", "allow_unsafe_pickle")
+    RUNTIME_FIELDS = ("out", "jobs", "overwrite", "allow_unsafe_pickle", "wait", "dask")
 
     def __post_init__(self):
         self.src = os.fspath(self.src)
@@ -131,10 +157,21 @@ class SynthConfig:
             raise ConfigError(f"limit must be >= 1, got {self.limit}")
         if not 1 <= int(self.jpeg_quality) <= 100:
             raise ConfigError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if isinstance(self.max_pixels, bool) or int(self.max_pixels) != self.max_pixels or int(self.max_pixels) < 1:
+            raise ConfigError(f"max_pixels must be an integer >= 1, got {self.max_pixels!r}")
         if int(self.jobs) == 0 or int(self.jobs) < -1:
             raise ConfigError(f"jobs must be >= 1 (or -1 for all cores), got {self.jobs}")
         if self.keys is not None and not self.keys:
             raise ConfigError("the key list is empty")
+        if self.format not in ("files", "rec", "wds"):
+            raise ConfigError(f"format must be files, rec or wds, got {self.format!r}")
+        if isinstance(self.shard_size, bool) or int(self.shard_size) != self.shard_size or int(self.shard_size) < 1:
+            raise ConfigError(f"shard_size must be an integer >= 1, got {self.shard_size!r}")
+        if self.dask and self.format == "files":
+            raise ConfigError("--dask runs shards: add --format rec or --format wds")
+        if self.part_masks and self.format != "files":
+            raise ConfigError("--part-masks writes partmaps/<key>.png files: use --format files (shards carry "
+                              "the part_<name> fractions in the manifest only)")
         return self
 
     def to_dict(self) -> dict:
@@ -164,6 +201,11 @@ class SynthConfig:
         d = self.to_dict()
         for name in self.RUNTIME_FIELDS:
             d.pop(name)
+        if d.get("format") == "files":  # a files run's recipe (and fingerprint) as before shards existed
+            d.pop("format")
+            d.pop("shard_size")
+        if not d.get("part_masks"):  # likewise for runs without part maps
+            d.pop("part_masks", None)
         return d
 
 
@@ -207,14 +249,19 @@ class SynthSummary:
     reason_counts: dict[str, int] = field(default_factory=dict)
     occluder_counts: dict[str, int] = field(default_factory=dict)  # rows with status ok
     variants: list[str] = field(default_factory=list)
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # entries the scan passed over, by category
     resumed: int = 0  # images already done by an earlier, interrupted run
+    redone: int = 0  # of those, images redone because their files were missing or changed
+    crashed: int = 0  # images on which a worker process crashed (error rows)
     processed: int = 0  # images processed by this call
     elapsed_s: float = 0.0
 
     def record(self) -> dict:
-        """The reproducible part (written to synth.json)."""
-        return {k: getattr(self, k) for k in ("n_images", "n_rows", "status_counts", "reason_counts",
-                                               "occluder_counts", "variants")}
+        """The reproducible part (written to synth.json); every skipped path is in skipped.csv."""
+        d = {k: getattr(self, k) for k in ("n_images", "n_rows", "status_counts", "reason_counts",
+                                            "occluder_counts", "variants")}
+        d["skipped"] = {c: {"n": len(p), "first": p[:10]} for c, p in self.skipped.items()}
+        return d
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -225,11 +272,21 @@ class SynthSummary:
                  f"{'s' if len(self.variants) != 1 else ''}) in {self.out}"]
         if self.resumed:
             lines.append(f"  resumed: {self.resumed} images were already done")
+        if self.redone:
+            lines.append(f"  redone: {self.redone} logged images whose files were missing or changed")
+        if self.crashed:
+            lines.append(f"  crashed: a worker process crashed on {self.crashed} image"
+                         f"{'s' if self.crashed != 1 else ''} (error rows)")
         lines.append(f"  processed {self.processed} images in {self.elapsed_s:.1f} s ({rate:.1f} images/s)")
         lines.append("  status: " + ", ".join(f"{s} {self.status_counts.get(s, 0)}"
                                                for s in ("ok", "clean", "noface", "error")))
         for reason, n in sorted(self.reason_counts.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  reason ({n}): {reason}")
+        for category, found in self.skipped.items():
+            more = f", ... ({len(found) - 3} more)" if len(found) > 3 else ""
+            lines.append(f"  not scanned as images ({len(found)}): {category}: {', '.join(found[:3])}{more}")
+        if self.skipped:
+            lines.append(f"  (every path not scanned as an image is listed in {Path(self.out) / 'skipped.csv'})")
         return "\n".join(lines)
 
 
@@ -279,19 +336,49 @@ def open_run_source(cfg: SynthConfig):
     return open_source(cfg.src, data_root=cfg.data_root, allow_unsafe_pickle=cfg.allow_unsafe_pickle)
 
 
-def check_key(key: str) -> None:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def key_problem(key: str) -> str | None:
+    """Why a source key cannot name output files (None: it can). Such an item gets an error row."""
     parts = key.split("/")
-    if not key or key.startswith(("/", "~")) or "\\" in key or ".." in parts or "" in parts:
-        raise ConfigError(f"source key {key!r} cannot be used as an output path")
+    if not key or key.startswith("/") or ".." in parts or "" in parts:
+        return "the key cannot be used as an output path (absolute, empty or '..' parts)"
+    if "\\" in key:
+        return "the name contains a backslash (a folder separator on Windows): rename the file"
+    if key.startswith("~"):
+        return "the name starts with '~' (read as a home folder by shells and path tools): rename the file"
+    if _CONTROL.search(key):
+        return "the name contains control characters: rename the file"
+    if printable_key(key) != key:
+        return "the name is not valid UTF-8: rename the file"
+    return None
+
+
+def check_key(key: str) -> None:
+    problem = key_problem(key)
+    if problem:
+        raise ConfigError(f"source key {printable_key(key)!r}: {problem}")
+
+
+def printable_key(key: str) -> str:
+    """``key`` with bytes that are not UTF-8 (kept by the OS as surrogates) written as backslash escapes."""
+    try:
+        key.encode("utf-8")
+        return key
+    except UnicodeEncodeError:
+        return key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def output_paths(key: str, fmt: str, variant: str) -> tuple[str, str]:
-    """(image, mask) paths relative to OUT: images/<variant>/<key>, masks/<variant>/<key stem>.png.
-    The key's folder tree is kept; a key without an extension gets the format's."""
+    """(image, mask) paths relative to OUT: images/<variant>/<key>, masks/<variant>/<key>.png.
+
+    The key's folder tree is kept; a key without an extension gets the format's for its image. The
+    mask keeps the key's extension (``x.jpg`` -> ``x.jpg.png``), so ``x.jpg`` and ``x.webp`` never share
+    a mask."""
     name = key.rsplit("/", 1)[-1]
-    dot = name.rfind(".")
-    if dot > 0:
-        return f"images/{variant}/{key}", f"masks/{variant}/{key[:len(key) - len(name) + dot]}.png"
+    if name.rfind(".") > 0:
+        return f"images/{variant}/{key}", f"masks/{variant}/{key}.png"
     return f"images/{variant}/{key}.{fmt}", f"masks/{variant}/{key}.png"
 
 
@@ -361,10 +448,9 @@ def occlusion_labels(mask: np.ndarray, five: np.ndarray, k: int, frame: FaceFram
 class _Worker:
     """Per-process state (source, landmarker, occluders) and the per-item work."""
 
-    def __init__(self, spec: dict, source=None, landmarker=None):
+    def __init__(self, spec: dict, source=None, landmarker=None, journal: bool = True):
         self.cfg = SynthConfig.from_dict(spec["config"])
         self.out = Path(spec["out"])
-        self.tmp = self.out / STATE_DIR / "tmp"
         self.variants = [Variant(**v) for v in spec["variants"]]
         self.occ_names = tuple(spec["occluders"])
         self.source = source if source is not None else open_run_source(self.cfg)
@@ -375,25 +461,39 @@ class _Worker:
         self.occluders = {n: occ.shared_occluder(n, **occluder_options(self.cfg)) for n in self.occ_names}
         self._zero_masks: dict[tuple[int, int], bytes] = {}
         self._out_s = os.path.join(str(self.out), "")
-        # one temp file per worker, reused: a worker writes one file at a time
-        self._tmp_file = os.path.join(str(self.tmp), f"{os.getpid()}.{id(self):x}.part")
         self._made_dirs: set[str] = set()
         self._last_frame: tuple[tuple, FaceFrame] | None = None
+        self._files: dict[str, int] = {}  # files written for the current item: rel path -> size
+        self._journal = journal
+        self._journal_fd: int | None = None
+        self._crash_keys = frozenset(spec.get("crash_keys", ()))
 
     # -- files
     def _write(self, rel: str, data: bytes) -> None:
-        """Atomic replace via OUT/.synth/tmp (same filesystem). No fsync: resume needs atomicity
-        against interruption (Ctrl-C, kill), which rename gives; fsync per file would dominate the cost."""
+        """Atomic replace from ``.<name>.part`` beside the destination (same folder: a cheap rename).
+        No fsync: resume needs atomicity against interruption (Ctrl-C, kill), which rename gives, and
+        checks every logged file's size; fsync per file would dominate the cost. Only one process
+        writes to OUT (the run's lock) and each destination belongs to one item, so the part name
+        needs no PID. An OSError here is the output's fault: OutputWriteError stops the run."""
         dest = self._out_s + rel
-        parent = dest[:dest.rfind("/")]  # rel is "/"-separated (output_paths)
+        cut = dest.rfind("/")  # rel is "/"-separated (output_paths)
+        parent = dest[:cut]
+        part = f"{parent}/.{dest[cut + 1:]}.part"
         try:
-            self._write_once(parent, dest, data)
-        except FileNotFoundError:  # OUT was removed under a worker kept from an earlier run: make it again
-            self._made_dirs.clear()
-            os.makedirs(os.path.dirname(self._tmp_file), exist_ok=True)
-            self._write_once(parent, dest, data)
+            try:
+                self._write_once(parent, part, dest, data)
+            except FileNotFoundError:  # OUT was removed under a worker kept from an earlier run: make it again
+                self._made_dirs.clear()
+                self._write_once(parent, part, dest, data)
+        except OSError as e:
+            try:
+                os.unlink(part)
+            except OSError:
+                pass
+            raise output_error(e, dest, _RESUME_HINT) from None
+        self._files[rel] = len(data)
 
-    def _write_once(self, parent: str, dest: str, data: bytes) -> None:
+    def _write_once(self, parent: str, part: str, dest: str, data: bytes) -> None:
         if parent not in self._made_dirs:
             try:
                 os.mkdir(parent)  # usually only the last level is new
@@ -402,14 +502,52 @@ class _Worker:
             except FileExistsError:
                 pass
             self._made_dirs.add(parent)
-        fd = os.open(self._tmp_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        os.replace(self._tmp_file, dest)
+        os.replace(part, dest)
+
+    def _note(self, key: str | None) -> None:
+        """Record in OUT/.synth/inflight/<pid> the key this process is working on ("" when idle), so
+        that a crash can be traced to its image."""
+        if not self._journal:
+            return
+        try:
+            if self._journal_fd is None:
+                path = self.out / STATE_DIR / "inflight" / str(os.getpid())
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._journal_fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            data = key.encode("utf-8") if key else b""
+            os.pwrite(self._journal_fd, data, 0)
+            os.ftruncate(self._journal_fd, len(data))
+        except OSError as e:
+            raise output_error(e, self.out / STATE_DIR / "inflight", _RESUME_HINT) from None
+
+    def idle(self) -> None:
+        """Between batches: the journal says idle and is closed (OUT may be gone by the next batch)."""
+        try:
+            self._note(None)
+        finally:
+            if self._journal_fd is not None:
+                os.close(self._journal_fd)
+                self._journal_fd = None
+
+    def process_logged(self, key: str, identity: str) -> dict:
+        """``process`` with the crash journal kept and any exception but an output error as an error row."""
+        self._note(key)
+        if key in self._crash_keys:
+            os.abort()  # test hook (CRASH_HOOK_ENV): behave as a native crash on this image would
+        try:
+            return self.process(key, identity)
+        except OutputWriteError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug or resource error on one image: its row, not the run's end
+            return error_record(self.cfg, self.variants, self.occ_names, key, identity,
+                                f"internal error: {_reason(e)}")
 
     def _zero_mask(self, h: int, w: int) -> bytes:
         if (h, w) not in self._zero_masks:
@@ -429,17 +567,27 @@ class _Worker:
                               scale=d["scale"], seed=d["seed"], **extra)
                     for v, d in zip(self.variants, draws)]
 
+        self._files = {}
         try:
             data = self.source.read_bytes(key)
         except Exception as e:  # noqa: BLE001 - OSError, a corrupt record...: recorded, never fatal
             return {"key": key, "rows": all_rows("error", _reason(e)), "landmarks": None}
         fmt = sniff_format(data) or ""
+        info = probe(data)
+        if info is not None and info.pixels > cfg.max_pixels:  # refused before decoding allocates it
+            return {"key": key, "rows": all_rows("error", _too_large(info.width, info.height, cfg.max_pixels),
+                                                 width=info.width, height=info.height, fmt=fmt),
+                    "landmarks": None}
         try:
             image = decode_rgb(data)
         except Exception as e:  # noqa: BLE001 - ImageDecodeError, or a decoder crash on one file
             return {"key": key, "rows": all_rows("error", _reason(e), fmt=fmt), "landmarks": None}
         h, w = image.shape[:2]
         size = dict(width=w, height=h, fmt=fmt)
+        if h * w > cfg.max_pixels:  # a header the probe could not read
+            return {"key": key, "rows": all_rows("error", _too_large(w, h, cfg.max_pixels), **size),
+                    "landmarks": None}
+        conversion = info.conversion() if info is not None else ""
         try:
             lm = self.landmarker.detect(image, key=key)
         except Exception as e:  # noqa: BLE001
@@ -452,15 +600,32 @@ class _Worker:
             return {"key": key, "rows": all_rows(lm.status or "noface", lm.reason, **size), "landmarks": lm_row}
         image.flags.writeable = False  # occluders are transforms: they return new arrays
         frame = self._frame(lm.landmarks.five, (h, w))
+        parts, part_path = self._part_map(key, lm.landmarks, (h, w))
         rows = []
         for v, d in zip(self.variants, draws):
-            row = empty_row(**base, **size, variant=v.name, seed=d["seed"], landmarks=lm.landmarks.source)
+            row = empty_row(**base, **size, variant=v.name, seed=d["seed"], landmarks=lm.landmarks.source,
+                            part_map=part_path)
             try:
-                row.update(self._render(key, fmt, data, image, lm.landmarks, frame, v, d))
+                row.update(self._render(key, fmt, data, image, lm.landmarks, frame, v, d, parts))
+            except OutputWriteError:
+                raise
             except Exception as e:  # noqa: BLE001 - one failing variant is recorded, not fatal
                 row.update(status="error", reason=_reason(e), occluder=d["occluder"], scale=d["scale"])
+            if row["status"] == "ok" and conversion:
+                row["conversion"] = conversion
             rows.append(row)
-        return {"key": key, "rows": rows, "landmarks": lm_row}
+        return {"key": key, "rows": rows, "landmarks": lm_row, "files": dict(self._files)}
+
+    def _part_map(self, key: str, landmarks, size_hw: tuple[int, int]):
+        """(PartMap, partmaps/ path or ""): the face-part label map, written with ``part_masks``."""
+        from ..face.parts import encode_part_map, face_part_map
+
+        pm = face_part_map(landmarks, size_hw)
+        if not (self.cfg.part_masks and pm.ok):
+            return pm, ""
+        rel = f"partmaps/{key}.png"
+        self._write(rel, encode_part_map(pm.labels))
+        return pm, rel
 
     def _frame(self, five: np.ndarray, size_hw: tuple[int, int]) -> FaceFrame:
         """FaceFrame, reused while the landmarks and size repeat (aligned crops: always)."""
@@ -481,7 +646,9 @@ class _Worker:
         scale = float(v.scale if v.scale is not None else cfg.scales[si])
         return {"clean": False, "seed": seed, "rng": rng, "occluder": occ, "scale": scale}
 
-    def _render(self, key, fmt, data, image, landmarks, frame: FaceFrame, v: Variant, d: dict) -> dict:
+    def _render(self, key, fmt, data, image, landmarks, frame: FaceFrame, v: Variant, d: dict, parts) -> dict:
+        from ..face.parts import part_row
+
         cfg = self.cfg
         h, w = image.shape[:2]
         image_rel, mask_rel = output_paths(key, fmt, v.name)
@@ -489,7 +656,8 @@ class _Worker:
             self._write(image_rel, data)
             self._write(mask_rel, self._zero_mask(h, w))
             return dict(image=image_rel, mask=mask_rel, status="clean", occluder="none", scale=float("nan"),
-                        area_frac=0.0, pattern=0, cells=cells_json([0.0] * (cfg.k * cfg.k)), params="{}")
+                        area_frac=0.0, pattern=0, cells=cells_json([0.0] * (cfg.k * cfg.k)), params="{}",
+                        **part_row(np.zeros((h, w), np.uint8), parts))
         res = self.occluders[d["occluder"]](image, landmarks, rng=d["rng"], scale=d["scale"],
                                             placement=cfg.placement)
         out_img = np.asarray(res.image)
@@ -506,7 +674,7 @@ class _Worker:
         self._write(mask_rel, encode_mask_png(mask))
         return dict(image=image_rel, mask=mask_rel, status="ok", occluder=d["occluder"], scale=d["scale"],
                     area_frac=labels["area_frac"], pattern=labels["pattern"], cells=cells_json(labels["cells"]),
-                    params=to_json(res.params))
+                    params=to_json(res.params), **part_row(mask, parts))
 
 
 _float_repr = lru_cache(maxsize=1 << 15)(float.__repr__)  # cell fractions take few distinct values
@@ -515,6 +683,11 @@ _float_repr = lru_cache(maxsize=1 << 15)(float.__repr__)  # cell fractions take 
 def cells_json(cells: list[float]) -> str:
     """``to_json`` of a list of finite floats (as JSON writes them: repr), with the reprs cached."""
     return "[" + ",".join(map(_float_repr, cells)) + "]"
+
+
+def _too_large(w: int, h: int, limit: int) -> str:
+    return (f"image is {w}x{h} ({w * h / 1e6:.1f} MP), above the {limit / 1e6:g} MP limit "
+            "(raise it with --max-pixels if you have the memory)")
 
 
 def _reason(e: BaseException) -> str:
@@ -540,13 +713,86 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
 _WORKER_CACHE: dict[str, _Worker] = {}
 
 
+def _workers_lock(out: str | os.PathLike, exclusive: bool) -> int:
+    """flock ``OUT/.synth/workers.lock``: shared by a worker process while it works on a batch, exclusive
+    (briefly) by a run as it starts, which so waits for worker processes left working by a run that
+    was killed (they finish their batch, then exit). Returns the fd; closing it releases the lock."""
+    import fcntl
+
+    path = os.path.join(os.fspath(out), STATE_DIR, WORKERS_LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise output_error(e, path, _RESUME_HINT) from None
+    fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    return fd
+
+
 def _run_batch(spec: dict, batch: list[tuple[str, str]]) -> list[dict]:
     """joblib task: process a batch of (key, identity) in a worker process (state built once)."""
-    w = _WORKER_CACHE.get(spec["fingerprint"])
-    if w is None or w.out != Path(spec["out"]):
-        _WORKER_CACHE.clear()
-        w = _WORKER_CACHE[spec["fingerprint"]] = _Worker(spec)
-    return [w.process(k, ident) for k, ident in batch]
+    lease = _workers_lock(spec["out"], exclusive=False)
+    try:
+        w = _WORKER_CACHE.get(spec["fingerprint"])
+        if w is None or w.out != Path(spec["out"]):
+            _WORKER_CACHE.clear()
+            w = _WORKER_CACHE[spec["fingerprint"]] = _Worker(spec)
+        try:
+            return [w.process_logged(k, ident) for k, ident in batch]
+        finally:
+            w.idle()
+    finally:
+        os.close(lease)
+
+
+def _isolated_main() -> None:
+    """Entry point of the fresh interpreter ``_run_isolated`` starts: (spec, key, identity) pickled on
+    stdin, ("ok", record) or ("output", message) pickled to the file descriptor in argv[1]."""
+    import pickle
+    import sys
+
+    spec, key, identity = pickle.loads(sys.stdin.buffer.read())
+    lease = _workers_lock(spec["out"], exclusive=False)
+    try:
+        try:
+            result = ("ok", _Worker(spec, journal=False).process_logged(key, identity))
+        except OutputWriteError as e:
+            result = ("output", str(e))
+    finally:
+        os.close(lease)
+    with os.fdopen(int(sys.argv[1]), "wb") as fh:
+        fh.write(pickle.dumps(result))
+
+
+def _run_isolated(spec: dict, cfg: SynthConfig, variants, occ_names, key: str, identity: str) -> tuple[dict, bool]:
+    """Process one image in a fresh interpreter. Returns (record, crashed): a process that dies on it
+    (signal, abort, exit) makes the image an error row instead of ending the run."""
+    import pickle
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", "from occbench.synth.pipeline import _isolated_main; "
+                                 "_isolated_main()", str(w)], stdin=subprocess.PIPE, pass_fds=(w,))
+    finally:
+        os.close(w)
+    with os.fdopen(r, "rb") as fh:
+        try:
+            proc.stdin.write(pickle.dumps((spec, key, identity)))
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        data = fh.read()
+    code = proc.wait()
+    if code == 0 and data:
+        kind, value = pickle.loads(data)  # from our own child process
+        if kind == "output":
+            raise OutputWriteError(value)
+        return value, False
+    how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.Signals._value2member_map_ \
+        else f"exit code {code}"
+    reason = f"the worker process crashed on this image ({how})"
+    return error_record(cfg, variants, occ_names, key, identity, reason), True
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -561,16 +807,70 @@ def _is_within(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
-def _prepare_out(out: Path, lock: dict, overwrite: bool) -> None:
-    """Create OUT, or check that it holds a run of the same configuration (resume), or clear it."""
-    lock_path = out / STATE_DIR / "lock.json"
+class OutLock:
+    """Exclusive ``fcntl.flock`` on ``OUT/.synth/run.lock`` for a whole run; it holds the holder's PID.
+
+    A second run into the same OUT fails at once with the holder's PID (``wait``: blocks until it is
+    released). The kernel drops the lock when the process ends, however it ends."""
+
+    def __init__(self, out: Path, wait: bool = False, on_wait=None):
+        import fcntl
+
+        self.path = out / STATE_DIR / LOCK_FILE
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise output_error(e, out if not out.is_dir() else self.path, "Choose a writable --out") from None
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self.fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            if not wait:
+                os.close(self.fd)
+                raise RunLockedError(
+                    f"another `occbench synth` run (PID {holder}) is writing to {out}: wait for it to finish "
+                    "(or pass --wait to wait for it), or choose another --out") from None
+            if on_wait is not None:
+                on_wait(f"waiting for the `occbench synth` run with PID {holder} to finish writing to {out} ...")
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as e:
+            self.release()
+            raise output_error(e, self.path, "Choose a writable --out") from None
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)  # no PID left behind
+            except OSError:
+                pass
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _check_out_is_ours(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
-        ours = (out / STATE_DIR).is_dir()
-        if not ours:
-            raise ConfigError(f"--out {out} is not empty and was not written by `occbench synth`; "
-                              "choose a new or empty folder")
+    if out.is_dir() and not (out / STATE_DIR).is_dir() and any(out.iterdir()):
+        raise ConfigError(f"--out {out} is not empty and was not written by `occbench synth`; "
+                          "choose a new or empty folder")
+
+
+def _prepare_out(out: Path, lock: dict, overwrite: bool) -> None:
+    """With OUT locked: check that it holds a run of the same configuration (resume), or clear it;
+    sweep what an interrupted run left (temp files of atomic writes, the 0.2 temp folder)."""
+    lock_path = out / STATE_DIR / "lock.json"
+    if any(p.name != STATE_DIR for p in out.iterdir()) or \
+            any(p.name not in (LOCK_FILE, WORKERS_LOCK) for p in (out / STATE_DIR).iterdir()):
         old = json.loads(lock_path.read_text()) if lock_path.is_file() else None
         started = old is not None or (out / STATE_DIR / "rows.jsonl").exists()  # else: killed while starting
         if started and (old is None or old.get("fingerprint") != lock["fingerprint"]):
@@ -581,17 +881,50 @@ def _prepare_out(out: Path, lock: dict, overwrite: bool) -> None:
                                   "or choose another --out")
             for name in MANAGED:
                 p = out / name
-                if p.is_dir():
+                if name == STATE_DIR:  # everything but the locks
+                    for q in p.iterdir():
+                        if q.name not in (LOCK_FILE, WORKERS_LOCK):
+                            shutil.rmtree(q) if q.is_dir() and not q.is_symlink() else q.unlink()
+                elif p.is_dir():
                     shutil.rmtree(p)
                 elif p.exists():
                     p.unlink()
-    (out / STATE_DIR / "tmp").mkdir(parents=True, exist_ok=True)
-    for stale in (out / STATE_DIR / "tmp").iterdir():  # leftovers of an interrupted run
-        stale.unlink()
+    (out / STATE_DIR).mkdir(exist_ok=True)
+    shutil.rmtree(out / STATE_DIR / "tmp", ignore_errors=True)  # occbench 0.2 wrote its part files there
+    sweep_temp_files(out)
+    sweep_temp_files(out / STATE_DIR)
     if not lock_path.is_file() or json.loads(lock_path.read_text()) != lock:
         from ..io.atomic import atomic_write_json
 
         atomic_write_json(lock_path, lock)
+
+
+def sweep_part_files(out: Path) -> int:
+    """Remove ``.<name>.part`` files an interrupted run left beside its outputs."""
+    n = 0
+    for top in ("images", "masks"):
+        for folder, _, files in os.walk(out / top):
+            for name in files:
+                if name.startswith(".") and name.endswith(".part"):
+                    os.unlink(os.path.join(folder, name))
+                    n += 1
+    return n
+
+
+def _verify_done(out: Path, done: dict[str, dict]) -> list[str]:
+    """Keys of logged items whose files are missing or have another size than logged."""
+    bad = []
+    prefix = os.path.join(str(out), "")
+    for key, rec in done.items():
+        for rel, size in (rec.get("files") or {}).items():
+            try:
+                ok = os.stat(prefix + rel).st_size == size
+            except OSError:
+                ok = False
+            if not ok:
+                bad.append(key)
+                break
+    return bad
 
 
 def _describe_diff(old: dict | None, new: dict) -> str:
@@ -606,6 +939,8 @@ def _describe_diff(old: dict | None, new: dict) -> str:
                 diffs.append(f"{k}: {va} -> {vb}")
     if old.get("version") != new.get("version"):
         diffs.append(f"occbench version: {old.get('version')} -> {new.get('version')}")
+    if old.get("layout") != new.get("layout"):
+        diffs.append(f"output layout: {old.get('layout', 1)} -> {new.get('layout')}")
     if not diffs:
         diffs.append("occluder or landmarker definitions changed")
     return "; ".join(diffs[:5])
@@ -616,31 +951,29 @@ def _short(v: Any) -> str:
     return s if len(s) <= 60 else s[:57] + "..."
 
 
-def _select_items(source, cfg: SynthConfig) -> tuple[list[tuple[str, str]], list[str]]:
-    """(key, identity) pairs of the run in source order, and requested keys missing from the source."""
-    items = source.items()
-    missing: list[str] = []
+def _select_items(source, cfg: SynthConfig) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """(key, identity) pairs of the run in source order, and the reasons of those that cannot be
+    processed: requested keys missing from the source, entries the scan found unusable, keys that
+    cannot name an output file. Each of those gets an error row."""
+    items = [(it.key, it.identity or "") for it in source.items()]
+    unusable = source.unusable()
+    if unusable:  # tree sources: merge in key order
+        items = sorted(items + [(k, k.rpartition("/")[0]) for k in unusable], key=lambda p: p[0])
+    errors: dict[str, str] = dict(unusable)
     if cfg.keys is not None:
         wanted = set(cfg.keys)
-        have = {it.key for it in items}
-        missing = sorted(k for k in cfg.keys if k not in have)
-        items = [it for it in items if it.key in wanted]
-    pairs = [(it.key, it.identity or "") for it in items] + [(k, "") for k in missing]
+        have = {k for k, _ in items}
+        missing = [k for k in cfg.keys if k not in have]
+        items = [p for p in items if p[0] in wanted] + [(k, "") for k in missing]
+        errors.update((k, "key not found in the source") for k in missing)
     if cfg.limit is not None:
-        pairs = pairs[: int(cfg.limit)]
-        missing = [k for k in missing if k in {p[0] for p in pairs}]
-    return pairs, missing
-
-
-def _check_outputs_unique(pairs: list[tuple[str, str]]) -> None:
-    seen: dict[str, str] = {}
-    for key, _ in pairs:
-        check_key(key)
-        _, mask_rel = output_paths(key, "", "v")
-        if mask_rel in seen:
-            raise ConfigError(f"source keys {seen[mask_rel]!r} and {key!r} would share the mask file "
-                              f"{mask_rel.split('/', 2)[2]}; rename one of them")
-        seen[mask_rel] = key
+        items = items[: int(cfg.limit)]
+    for key, _ in items:
+        problem = key_problem(key)
+        if problem and key not in errors:
+            errors[key] = problem
+    kept = {k for k, _ in items}
+    return items, {k: r for k, r in errors.items() if k in kept}
 
 
 def run_synth(cfg: SynthConfig | None = None, *, progress: bool = True, **overrides) -> SynthSummary:
@@ -652,6 +985,10 @@ def run_synth(cfg: SynthConfig | None = None, *, progress: bool = True, **overri
     elif overrides:
         cfg = dataclasses.replace(cfg, **overrides)
     cfg.validate()
+    if cfg.format != "files":
+        from .sharded import run_synth_sharded
+
+        return run_synth_sharded(cfg, cfg.format, int(cfg.shard_size), dask=cfg.dask, progress=progress)
     out = Path(cfg.out).expanduser()
 
     source = open_run_source(cfg)
@@ -664,53 +1001,72 @@ def run_synth(cfg: SynthConfig | None = None, *, progress: bool = True, **overri
     landmarker = make_landmarker(cfg)
     lm_desc = landmarker.describe()
     variants = plan_variants(occ_names, cfg.scales, cfg.per_scale, cfg.per_occluder)
-    pairs, missing = _select_items(source, cfg)
+    pairs, pre_errors = _select_items(source, cfg)
     if not pairs:
         raise DataNotFoundError(f"no images to process in {cfg.src}")
-    _check_outputs_unique(pairs)
 
     recipe = cfg.recipe()
-    lock = {"version": __version__, "recipe": recipe, "occluders": occ_desc, "landmarker": lm_desc,
-            "variants": [dataclasses.asdict(v) for v in variants]}
+    lock = {"version": __version__, "layout": LAYOUT_VERSION, "recipe": recipe, "occluders": occ_desc,
+            "landmarker": lm_desc, "variants": [dataclasses.asdict(v) for v in variants]}
     lock["fingerprint"] = _fingerprint(lock)
-    _prepare_out(out, lock, cfg.overwrite)
+    _check_out_is_ours(out)
+    import sys
 
-    log = RowLog(out / STATE_DIR / "rows.jsonl")
-    done = log.load()
-    planned = {k for k, _ in pairs}
-    todo = [(k, i) for k, i in pairs if k not in done]
-    resumed = len(planned) - len(todo)
-    missing_set = set(missing)
-    spec = {"config": cfg.to_dict(), "out": str(out), "variants": [dataclasses.asdict(v) for v in variants],
-            "occluders": list(occ_names), "fingerprint": lock["fingerprint"]}
+    with OutLock(out, wait=cfg.wait, on_wait=(lambda msg: print(msg, file=sys.stderr)) if progress else None):
+        os.close(_workers_lock(out, exclusive=True))  # workers of a killed run have finished their batch
+        try:
+            _prepare_out(out, lock, cfg.overwrite)
+            log = RowLog(out / STATE_DIR / "rows.jsonl")
+            done = log.load()
+            redo = set(_verify_done(out, done)) if done else set()
+            sweep_part_files(out)
+        except OSError as e:
+            raise output_error(e, out, _RESUME_HINT) from None
+        todo = [(k, i) for k, i in pairs if k not in done or k in redo]
+        resumed = len(pairs) - len(todo)
+        spec = {"config": cfg.to_dict(), "out": str(out), "variants": [dataclasses.asdict(v) for v in variants],
+                "occluders": list(occ_names), "fingerprint": lock["fingerprint"]}
+        if os.environ.get(CRASH_HOOK_ENV):  # test hook: read here, so every worker process sees it
+            spec["crash_keys"] = sorted(filter(None, os.environ[CRASH_HOOK_ENV].split("\n")))
 
-    from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(pairs), initial=resumed, unit="img", desc="synth", disable=not progress,
-               dynamic_ncols=True, leave=False)
-    try:
-        with log:
-            miss_todo = [(k, i) for k, i in todo if k in missing_set]
-            if miss_todo:
-                log.append(_missing_record(cfg, variants, occ_names, k) for k, _ in miss_todo)
-                bar.update(len(miss_todo))
-            todo = [(k, i) for k, i in todo if k not in missing_set]
-            _execute(spec, todo, cfg, source, landmarker, log, bar)
-    finally:
-        bar.close()
-        landmarker.close()
+        bar = tqdm(total=len(pairs), initial=resumed, unit="img", desc="synth", disable=not progress,
+                   dynamic_ncols=True, leave=False)
+        run = _Run(spec, cfg, variants, occ_names, out, log, bar)
+        try:
+            with log:
+                early = [(k, i) for k, i in todo if k in pre_errors]
+                if early:
+                    log.append(error_record(cfg, variants, occ_names, k, i, pre_errors[k]) for k, i in early)
+                    bar.update(len(early))
+                todo = [(k, i) for k, i in todo if k not in pre_errors]
+                run.isolate_suspects(todo)  # images a crashed earlier run was working on
+                todo = [(k, i) for k, i in todo if k not in run.handled]
+                run.execute(todo, source, landmarker)
+        finally:
+            bar.close()
+            landmarker.close()
 
-    summary = _finish(cfg, out, pairs, log.records, variants, source, occ_desc, lm_desc, lock)
+        try:
+            summary = _finish(cfg, out, pairs, log.records, variants, source, occ_desc, lm_desc, lock)
+        except OSError as e:
+            raise output_error(e, out, _RESUME_HINT) from None
     summary.resumed = resumed
+    summary.redone = len(redo)
+    summary.crashed = run.crashed
     summary.processed = len(pairs) - resumed
     summary.elapsed_s = time.perf_counter() - t0
     return summary
 
 
-def _missing_record(cfg, variants, occ_names, key) -> dict:
-    rows = [empty_row(key=key, src=cfg.src, variant=v.name, status="error", reason="key not found in the source",
-                      placement=cfg.placement, k=cfg.k, occluder=v.occluder or "",
-                      scale=v.scale if v.scale is not None else float("nan"), seed=derive_seed(cfg.seed, key, v.group))
+def error_record(cfg, variants, occ_names, key: str, identity: str, reason: str) -> dict:
+    """The log record of an item that produced nothing: one error row per variant."""
+    shown = printable_key(key)
+    rows = [empty_row(key=shown, identity=printable_key(identity), src=cfg.src, variant=v.name, status="error",
+                      reason=reason, placement=cfg.placement, k=cfg.k, occluder=v.occluder or "",
+                      scale=v.scale if v.scale is not None else float("nan"),
+                      seed=derive_seed(cfg.seed, shown, v.group))
             for v in variants]
     return {"key": key, "rows": rows, "landmarks": None}
 
@@ -719,51 +1075,119 @@ def _n_jobs(jobs: int) -> int:
     return (os.cpu_count() or 1) if jobs == -1 else int(jobs)
 
 
-def _execute(spec, todo, cfg, source, landmarker, log: RowLog, bar) -> None:
-    if not todo:
-        return
-    jobs = _n_jobs(cfg.jobs)
-    if jobs == 1 or len(todo) == 1:
-        worker = _Worker(spec, source=source, landmarker=landmarker)
+class _Run:
+    """Executes the items of a run: in this process (-j 1) or in joblib workers, logging every finished
+    item, and turning a worker process that crashes into error rows for the images it was on."""
+
+    def __init__(self, spec, cfg: SynthConfig, variants, occ_names, out: Path, log: RowLog, bar):
+        self.spec, self.cfg, self.variants, self.occ_names = spec, cfg, variants, occ_names
+        self.inflight = out / STATE_DIR / "inflight"
+        self.log, self.bar = log, bar
+        self.crashed = 0
+        self.handled: set[str] = set()  # keys processed by this call (a redone key is logged anew)
+
+    def _log(self, recs: list[dict]) -> None:
+        self.log.append(recs)
+        self.handled.update(r["key"] for r in recs)
+        self.bar.update(len(recs))
+
+    def _suspects(self) -> list[str]:
+        """Keys the crash journal names (a process died on them), cleared once read."""
+        keys = []
+        if self.inflight.is_dir():
+            for p in sorted(self.inflight.iterdir()):
+                try:
+                    key = p.read_bytes().decode("utf-8", "replace")
+                    p.unlink()
+                except OSError:
+                    continue
+                if key:
+                    keys.append(key)
+        return keys
+
+    def isolate_suspects(self, todo: list[tuple[str, str]], suspects: list[str] | None = None) -> None:
+        """Process each suspect of ``todo`` (default: those the crash journal names) in a fresh process."""
+        identity = dict(todo)
+        for key in self._suspects() if suspects is None else suspects:
+            if key in identity and key not in self.handled:
+                rec, crashed = _run_isolated(self.spec, self.cfg, self.variants, self.occ_names, key, identity[key])
+                self.crashed += crashed
+                self._log([rec])
+
+    def execute(self, todo: list[tuple[str, str]], source, landmarker) -> None:
+        if not todo:
+            return
+        jobs = _n_jobs(self.cfg.jobs)
+        if jobs == 1 or len(todo) == 1:
+            self._in_process(todo, source, landmarker)
+            return
+        from concurrent.futures.process import BrokenProcessPool
+
+        from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+        while todo:
+            try:
+                self._parallel(todo, jobs)
+                return
+            except (TerminatedWorkerError, BrokenProcessPool):
+                pass  # a worker died: find the image it was on, then carry on with the rest
+            except BaseException:  # Ctrl-C, an output error: workers were stopped, none crashed
+                self._suspects()
+                raise
+            suspects = [k for k in self._suspects() if k not in self.handled]
+            if not suspects:
+                raise OccbenchError("a worker process died while no image was being processed (out of memory?); "
+                                    "rerun the same command to resume, or use fewer --jobs")
+            self.isolate_suspects(todo, suspects)
+            todo = [(k, i) for k, i in todo if k not in self.handled]
+
+    def _in_process(self, todo, source, landmarker) -> None:
+        worker = _Worker(self.spec, source=source, landmarker=landmarker)
         pending: list[dict] = []  # logged in small groups; finished items are logged even on Ctrl-C
         last = time.monotonic()
         try:
             for key, ident in todo:
-                pending.append(worker.process(key, ident))
+                pending.append(worker.process_logged(key, ident))
                 if len(pending) >= 32 or time.monotonic() - last > 1.0:
-                    log.append(pending)
-                    bar.update(len(pending))
+                    self._log(pending)
                     pending, last = [], time.monotonic()
         finally:
-            log.append(pending)
-            bar.update(len(pending))
-        return
-    from joblib import Parallel, delayed
+            try:
+                self._log(pending)
+            finally:
+                worker.idle()  # a clean stop (even Ctrl-C) leaves no suspect behind
 
-    # batches amortise task overhead; several per worker keep the load balanced and progress moving
-    size = max(1, min(256, -(-len(todo) // (jobs * 8))))
-    batches = [todo[i:i + size] for i in range(0, len(todo), size)]
-    with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered") as par:
-        for recs in par(delayed(_run_batch)(spec, b) for b in batches):
-            log.append(recs)
-            bar.update(len(recs))
+    def _parallel(self, todo, jobs: int) -> None:
+        from joblib import Parallel, delayed
+
+        # batches amortise task overhead; several per worker keep the load balanced and progress moving
+        size = max(1, min(256, -(-len(todo) // (jobs * 8))))
+        batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+        with Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered") as par:
+            for recs in par(delayed(_run_batch)(self.spec, b) for b in batches):
+                self._log(recs)
 
 
 def _finish(cfg, out: Path, pairs, records: dict, variants, source, occ_desc, lm_desc, lock) -> SynthSummary:
-    from ..io.atomic import atomic_write_json
+    from ..io.atomic import atomic_write_json, atomic_write_table
     from ..face.landmarks import write_landmarks_table
 
     rows, lm_rows = [], []
     for key, _ in pairs:
         rec = records.get(key)
         if rec is None:
-            raise OccbenchError(f"internal error: no record for {key!r} after the run; rerun to resume")
+            raise OccbenchError(f"internal error: no record for {printable_key(key)!r} after the run; rerun to resume")
         rows.extend(rec["rows"])
         if rec.get("landmarks") is not None:
             lm_rows.append(rec["landmarks"])
     df = rows_to_frame(rows)
     write_manifest(df, out)
     write_landmarks_table(lm_rows, out / "landmarks.parquet", out / "landmarks.csv")
+    skipped = source.skipped()
+    import pandas as pd
+
+    atomic_write_table(pd.DataFrame([(c, printable_key(p)) for c, found in skipped.items() for p in found],
+                                    columns=["category", "path"]), out / "skipped.csv")
 
     summary = SynthSummary(out=str(out), n_images=len(pairs), n_rows=len(df), variants=[v.name for v in variants])
     summary.status_counts = {s: int(n) for s, n in sorted(Counter(df["status"]).items())}
@@ -771,6 +1195,7 @@ def _finish(cfg, out: Path, pairs, records: dict, variants, source, occ_desc, lm
     summary.reason_counts = {r: int(n) for r, n in sorted(Counter(bad["reason"]).items())}
     ok = df[df["status"] == "ok"]
     summary.occluder_counts = {o: int(n) for o, n in sorted(Counter(ok["occluder"]).items())}
+    summary.skipped = {c: [printable_key(p) for p in found] for c, found in skipped.items()}
 
     atomic_write_json(out / "synth.json", {
         "occbench_version": __version__,
@@ -781,13 +1206,26 @@ def _finish(cfg, out: Path, pairs, records: dict, variants, source, occ_desc, lm
         "landmarker": lm_desc,
         "occluders": occ_desc,
         "variants": lock["variants"],
-        "layout": {"image": "images/<variant>/<key>", "mask": "masks/<variant>/<key stem>.png",
+        "parts": _parts_record(cfg),
+        "layout": {"image": "images/<variant>/<key>", "mask": "masks/<variant>/<key>.png",
                    "manifest": ["manifest.parquet", "manifest.csv"],
                    "landmarks": ["landmarks.parquet", "landmarks.csv"],
-                   "mask_values": "uint8, 255 = occluded", "labels_frame": "112x112 ArcFace face frame"},
+                   "skipped": "skipped.csv (category, path): entries the scan did not take as images",
+                   "mask_values": "uint8, 255 = occluded", "labels_frame": "112x112 ArcFace face frame",
+                   "version": LAYOUT_VERSION},
         "summary": summary.record(),
     })
     return summary
+
+
+def _parts_record(cfg: SynthConfig) -> dict:
+    """synth.json "parts": the legend, groups and definition of the part columns / part maps."""
+    from ..face.parts import load_parts
+
+    return {**load_parts().describe(), "part_map": "partmaps/<key>.png (uint8 part ids, 0 = none)"
+            if cfg.part_masks else "not written (--part-masks)",
+            "fractions": "part_<name>: occluded pixels / pixels of the part in the image's part map; NaN and "
+                         "part_reason when the face has no mesh (5-point landmarks)"}
 
 
 def load_run_config(out: str | os.PathLike) -> dict:

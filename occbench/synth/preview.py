@@ -71,8 +71,8 @@ def _caption(row) -> str:
 
 
 def contact_sheet(out: str | os.PathLike, n: int = 24, variant: str | None = None, seed: int = 0,
-                  per_row: int = TRIPLETS_PER_ROW) -> np.ndarray:
-    """RGB contact sheet of ``n`` sampled rows of the run in ``out``."""
+                  per_row: int = TRIPLETS_PER_ROW, parts: bool = False) -> np.ndarray:
+    """RGB contact sheet of ``n`` sampled rows of the run in ``out`` (``parts``: + the part-map tile)."""
     if n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
     out = Path(out)
@@ -94,8 +94,10 @@ def contact_sheet(out: str | os.PathLike, n: int = 24, variant: str | None = Non
             tiles = [_fit(orig), _fit(occ), _fit(overlay(orig, mask))]  # the tint shows what is hidden
         else:
             tiles = [_placeholder("source n/a"), _fit(occ), _fit(overlay(occ, mask))]
+        if parts:
+            tiles.append(_part_tile(out, row, occ))
         sep = np.full((TILE, 2, 3), 255, np.uint8)
-        triplet = np.concatenate([tiles[0], sep, tiles[1], sep, tiles[2]], axis=1)
+        triplet = np.concatenate([t for tile in tiles for t in (tile, sep)][:-1], axis=1)
         cap = np.full((CAPTION_H, triplet.shape[1], 3), 255, np.uint8)
         cv2.putText(cap, _caption(row)[:60], (3, CAPTION_H - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
                     cv2.LINE_AA)
@@ -111,10 +113,24 @@ def contact_sheet(out: str | os.PathLike, n: int = 24, variant: str | None = Non
     return sheet
 
 
+def _part_tile(out: Path, row, occ: np.ndarray) -> np.ndarray:
+    """The face-part map coloured over the occluded image (a placeholder where the run has none)."""
+    from ..face.parts import colourise
+
+    rel = row.get("part_map", "") if hasattr(row, "get") else ""
+    if not isinstance(rel, str) or not rel:
+        return _placeholder("no part map")
+    labels = cv2.imdecode(np.frombuffer(safe_join(out, rel).read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
+    if labels is None or labels.shape != occ.shape[:2]:
+        return _placeholder("part map n/a")
+    blend = np.where((labels > 0)[..., None], 0.45 * occ + 0.55 * colourise(labels), occ)
+    return _fit(np.clip(blend + 0.5, 0, 255).astype(np.uint8))
+
+
 def write_preview(out: str | os.PathLike, dest: str | os.PathLike | None = None, n: int = 24,
-                  variant: str | None = None, seed: int = 0) -> Path:
+                  variant: str | None = None, seed: int = 0, parts: bool = False) -> Path:
     """Write the contact sheet PNG (default OUT/preview.png) and return its path."""
-    sheet = contact_sheet(out, n=n, variant=variant, seed=seed)
+    sheet = contact_sheet(out, n=n, variant=variant, seed=seed, parts=parts)
     dest = Path(dest) if dest is not None else Path(out) / "preview.png"
     atomic_write_bytes(dest, encode(sheet, "png"))
     return dest

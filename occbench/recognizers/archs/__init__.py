@@ -12,6 +12,7 @@ from torch import nn
 from ...registry import Registry
 from .iresnet import DEPTHS, IResNet, iresnet
 from .mobilefacenet import MobileFaceNet
+from .tinyocc import TinyOcc, tiny_occ
 
 ARCHS: Registry = Registry("architecture")
 
@@ -25,6 +26,8 @@ _mbf_large = partial(MobileFaceNet, blocks=(2, 8, 12, 4), scale=4)
 for _name, _fn in (("mobilefacenet", _mbf), ("mbf", _mbf), ("mobilefacenet_large", _mbf_large),
                    ("mbf_large", _mbf_large)):
     ARCHS.add(_name, _fn)
+
+ARCHS.add("tiny-occ", tiny_occ)  # embedding + mask + pattern outputs (examples/tiny_occlusion_model.py)
 
 
 def create_arch(name: str, **kw) -> nn.Module:
@@ -41,4 +44,4 @@ def list_archs(pattern: str = "*") -> list[str]:
     return ARCHS.names(pattern)
 
 
-__all__ = ["ARCHS", "IResNet", "MobileFaceNet", "create_arch", "list_archs"]
+__all__ = ["ARCHS", "IResNet", "MobileFaceNet", "TinyOcc", "create_arch", "list_archs"]

@@ -1,0 +1,152 @@
+"""Sharded synth (--format rec), on-the-fly occlusion and Dask, as ratios to baselines in the same run.
+
+    python benchmarks/bench_shards.py --n 600                     # rec rows + dataset rows
+    python benchmarks/bench_shards.py --n 2000 --dask             # + --dask local:2 vs --jobs 1
+
+Aligned 112x112 crops of real LFW faces are built once (as bench_synth.py: MediaPipe + align, JPEG q95)
+into --cache. Rows (each the best of --repeat runs unless stated):
+
+* rec: ``run_synth_sharded(format="rec")`` (every occluder, scales 1:0.5:2, --jobs 1, shard size 1000)
+  vs the bare copy into one shard: read every file, decode, re-encode (cv2, same quality) and append it
+  framed to one RecordIO file, nothing else. ``--bank 64`` warm (the process drew the bank before) and
+  ``--bank 0`` (a new seed per repeat).
+* dataset: images/s of a DataLoader (batch 32, --workers, persistent workers, second pass = warm) over
+  ``OccludedDataset`` vs the same DataLoader over the same source without occlusion (decode only).
+* dask (--dask): the same rec run with ``--dask local:2`` vs ``--jobs 1`` (cluster start included).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_synth import REALDATA, build_aligned, spread  # noqa: E402
+
+
+def timed(fn):
+    c, t = time.process_time(), time.perf_counter()
+    fn()
+    return time.perf_counter() - t, time.process_time() - c
+
+
+def bare_copy_into_shard(src: Path, keys: list[str], out: Path) -> None:
+    import cv2
+    import numpy as np
+
+    from occbench.io.recordio import IRHeader, frame, pack
+
+    with open(out, "wb") as fh:
+        for i, k in enumerate(keys):
+            img = cv2.imdecode(np.frombuffer((src / k).read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            fh.write(frame(pack(IRHeader(0, 0.0, i, 0), buf.tobytes())))
+
+
+def synth_rec(src: Path, out: Path, bank: int, seed: int, jobs: int = 1, dask: str | None = None) -> None:
+    from occbench.synth.pipeline import SynthConfig
+    from occbench.synth.sharded import run_synth_sharded
+
+    cfg = SynthConfig(src=str(src), out=str(out), landmarks="template", scales=(1.0, 1.5, 2.0), bank=bank,
+                      seed=seed, jobs=jobs, overwrite=True)
+    run_synth_sharded(cfg, "rec", 1000, dask=dask, progress=False)
+
+
+class Plain:
+    """The baseline dataset: decode the source image, same tensor layout and label as OccludedDataset."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        import numpy as np
+        import torch
+
+        from occbench.io.images import decode_rgb
+
+        img = decode_rgb(self.ds._source.read_bytes(self.ds.keys[i]))
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.ds.labels[i]
+
+
+def loader_rate(ds, workers: int) -> tuple[float, float]:
+    """(cold, warm) images/s: first and second pass of one persistent-worker DataLoader."""
+    import torch
+
+    dl = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=workers, persistent_workers=workers > 0,
+                                     multiprocessing_context="fork" if workers else None)
+    rates = []
+    for _ in range(2):
+        t = time.perf_counter()
+        n = sum(len(b[0]) for b in dl)
+        rates.append(n / (time.perf_counter() - t))
+    return rates[0], rates[1]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=600)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "occbench-bench-aligned")
+    ap.add_argument("--dask", action="store_true")
+    ap.add_argument("--skip", default="", help="comma list of rows to skip: rec,dataset")
+    a = ap.parse_args(argv)
+    lfw = REALDATA / "lfw-guesswho" / "lfw"
+    if not lfw.is_dir():
+        print(f"real LFW not found at {lfw}")
+        return 1
+    src = a.cache / f"n{a.n}"
+    if not (src / ".complete").exists():
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir(parents=True)
+        keys = spread(sorted(p.relative_to(lfw).as_posix() for p in lfw.rglob("*.jpg")), a.n)
+        t = time.perf_counter()
+        build_aligned(lfw, keys, src)
+        (src / ".complete").write_text("")
+        print(f"built aligned crops in {time.perf_counter() - t:.0f} s", flush=True)
+    keys = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.jpg"))
+    n = len(keys)
+    print(f"{n} aligned crops; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="occbench-bench-shards-"))
+    skip = set(a.skip.split(","))
+    try:
+        if "rec" not in skip:
+            synth_rec(src, tmp / "cold", 64, 0)  # draws the bank's sprites once in this process (cold)
+            for r in range(a.repeat):
+                base_w, base_c = timed(lambda: bare_copy_into_shard(src, keys, tmp / "copy.rec"))
+                w64, c64 = timed(lambda: synth_rec(src, tmp / "b64", 64, 0))
+                w0, c0 = timed(lambda: synth_rec(src, tmp / "b0", 0, 1000 + r))
+                print(f"[{r}] copy into one shard {n / base_w:.0f} img/s; rec --bank 64 warm {n / w64:.0f} img/s "
+                      f"= {base_w / w64:.3f}x wall ({base_c / c64:.3f}x CPU); rec --bank 0 {n / w0:.0f} img/s = "
+                      f"{base_w / w0:.3f}x wall ({base_c / c0:.3f}x CPU)", flush=True)
+        if "dataset" not in skip:
+            from occbench.torch import OccludedDataset
+
+            for bank in (64, 0):
+                ds = OccludedDataset(str(src), landmarks="template", scales=(1.0, 1.5, 2.0), bank=bank, seed=3)
+                for r in range(a.repeat):
+                    p_cold, p_warm = loader_rate(Plain(ds), a.workers)
+                    o_cold, o_warm = loader_rate(ds, a.workers)
+                    print(f"[{r}] DataLoader workers={a.workers}: plain {p_warm:.0f} img/s; OccludedDataset "
+                          f"--bank {bank}: first pass {o_cold:.0f} img/s ({o_cold / p_cold:.3f}x), second pass "
+                          f"{o_warm:.0f} img/s = {o_warm / p_warm:.3f}x", flush=True)
+        if a.dask:
+            for r in range(a.repeat):
+                w1, _ = timed(lambda: synth_rec(src, tmp / "j1", 64, 0))
+                wd, _ = timed(lambda: synth_rec(src, tmp / "dk", 64, 0, dask="local:2"))
+                print(f"[{r}] rec --bank 64: --jobs 1 {n / w1:.0f} img/s (warm process), --dask local:2 "
+                      f"{n / wd:.0f} img/s (cluster start + cold workers included) = {w1 / wd:.3f}x", flush=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Dask distributed execution of sharded synth runs (optional extra ``occbench[dask]``).
+
+``--dask local:N`` starts a ``distributed.LocalCluster`` of N single-threaded worker processes;
+``--dask tcp://host:8786`` connects to a running scheduler (dask-jobqueue on SLURM, the Dask
+Kubernetes operator, ``dask scheduler`` + ``dask worker`` by hand). Each shard is one task, submitted
+with ``retries``: a task whose worker dies (killed, OOM, preempted) is rerun on another worker, and
+since a shard is written whole and atomically from its items alone, the output is the same bytes
+as a single-machine run. Workers read the source and write the shards themselves, so SOURCE and OUT
+must be paths every worker sees (a shared file system).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from pathlib import Path
+from typing import Callable, NamedTuple
+from urllib.parse import urlparse
+
+from .errors import ConfigError, OccbenchError
+
+DEFAULT_RETRIES = 3
+_LOCAL_ONLY_PREFIXES = ("/tmp", "/var/tmp", "/dev/shm", "/run/user")
+
+
+class DaskTarget(NamedTuple):
+    kind: str  # "local" | "remote"
+    n_workers: int  # local only
+    address: str  # remote only
+
+
+def parse_dask(spec: str) -> DaskTarget:
+    """``local:N`` or a scheduler address (``tcp://host:port``, ``tls://…``, or ``host:port``)."""
+    s = str(spec).strip()
+    if s.startswith("local"):
+        _, _, n = s.partition(":")
+        try:
+            k = int(n) if n else (os.cpu_count() or 1)
+        except ValueError:
+            k = 0
+        if k < 1:
+            raise ConfigError(f"--dask {spec!r}: use local:N with N >= 1 worker processes, or a scheduler "
+                              "address such as tcp://scheduler:8786")
+        return DaskTarget("local", k, "")
+    if "://" not in s:
+        s = f"tcp://{s}"
+    u = urlparse(s)
+    if not u.hostname or not u.port:
+        raise ConfigError(f"--dask {spec!r}: give a scheduler address such as tcp://scheduler:8786, or local:N")
+    return DaskTarget("remote", 0, s)
+
+
+def _is_local_host(host: str) -> bool:
+    try:
+        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    mine = {"127.0.0.1", "::1"}
+    try:
+        mine |= {ai[4][0] for ai in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        pass
+    return all(ipaddress.ip_address(a.split("%")[0]).is_loopback or a in mine for a in addrs)
+
+
+def check_shared_out(out: str | os.PathLike, target: DaskTarget) -> None:
+    """Refuse an OUT that remote workers cannot see: a machine-local folder (/tmp, /dev/shm, ...)
+    with a scheduler on another host. Other paths are trusted to be shared (we cannot tell)."""
+    if target.kind != "remote":
+        return
+    host = urlparse(target.address).hostname or ""
+    if _is_local_host(host):
+        return
+    p = str(Path(out).expanduser().resolve())
+    for prefix in _LOCAL_ONLY_PREFIXES:
+        if p == prefix or p.startswith(prefix + "/"):
+            raise ConfigError(f"--out {p} is on this machine only ({prefix}), but the Dask scheduler {target.address} "
+                              "is on another host: workers write the shards themselves, so give an OUT on a file "
+                              "system every worker mounts (NFS, Lustre, a shared volume)")
+
+
+def _client(target: DaskTarget):
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ConfigError("--dask needs dask distributed: pip install 'occbench[dask]'") from e
+    if target.kind == "local":
+        cluster = LocalCluster(n_workers=target.n_workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=40)
+        return Client(cluster), cluster
+    try:
+        return Client(target.address, timeout="30s"), None
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Dask scheduler at {target.address}: {e}") from None
+
+
+def run_on_dask(spec: str | DaskTarget, fn: Callable, shared, tasks: list, *, retries: int = DEFAULT_RETRIES,
+                on_done: Callable | None = None, on_client: Callable | None = None) -> list:
+    """Run ``fn(shared, task)`` for every task on Dask; returns the results in task order.
+
+    ``shared`` is scattered once to every worker. Tasks get ``retries`` retries (a worker that dies
+    mid-task has its task rerun elsewhere); ``on_done(result)`` is called in completion order (progress).
+    ``on_client(client)`` is called once the cluster is up (tests use it to kill a worker)."""
+    target = spec if isinstance(spec, DaskTarget) else parse_dask(spec)
+    if not tasks:
+        return []
+    from distributed import as_completed
+
+    client, cluster = _client(target)
+    try:
+        if on_client is not None:
+            on_client(client)
+        shared_f = client.scatter([shared], broadcast=True)[0]  # a list: a dict would be scattered per key
+        futures = [client.submit(fn, shared_f, t, key=f"occbench-task-{i}-{os.getpid()}-{id(tasks)}",
+                                 retries=retries, pure=False) for i, t in enumerate(tasks)]
+        index = {f.key: i for i, f in enumerate(futures)}
+        results: list = [None] * len(tasks)
+        for fut in as_completed(futures):
+            try:
+                r = fut.result()
+            except OccbenchError:
+                raise
+            except Exception as e:  # KilledWorker after too many deaths, a bug on a worker, ...
+                raise OccbenchError(f"a Dask task failed ({type(e).__name__}: {e}); rerun the same command to "
+                                    "resume: finished shards are kept") from e
+            results[index[fut.key]] = r
+            if on_done is not None:
+                on_done(r)
+        return results
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,75 @@
+"""Sharded synth on Dask distributed: same bytes as one machine, a killed worker's shard is retried."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from occbench.distributed import DaskTarget, check_shared_out, parse_dask
+from occbench.errors import ConfigError
+
+distributed = pytest.importorskip("distributed", reason="dask distributed is an optional extra (occbench[dask])")
+
+
+def test_parse_dask():
+    assert parse_dask("local:3") == DaskTarget("local", 3, "")
+    assert parse_dask("tcp://sched:8786") == DaskTarget("remote", 0, "tcp://sched:8786")
+    assert parse_dask("sched:8786").address == "tcp://sched:8786"
+    for bad in ("local:0", "local:x", "tcp://nohost", "sched"):
+        with pytest.raises(ConfigError):
+            parse_dask(bad)
+
+
+def test_local_only_out_is_refused_with_a_remote_scheduler(tmp_path):
+    with pytest.raises(ConfigError, match="every worker mounts"):
+        check_shared_out("/tmp/x", parse_dask("tcp://192.0.2.10:8786"))  # TEST-NET: never this machine
+    check_shared_out("/tmp/x", parse_dask("tcp://127.0.0.1:8786"))  # same machine: fine
+    check_shared_out("/tmp/x", parse_dask("local:2"))
+    check_shared_out("/srv/shared/out", parse_dask("tcp://192.0.2.10:8786"))  # cannot tell: trusted
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_with_a_killed_worker_is_byte_identical(tmp_path, monkeypatch):
+    from occbench import distributed as occ_dist
+    from occbench.synth.occluders import list_occluders
+    from occbench.synth.pipeline import SynthConfig
+    from occbench.synth.sharded import run_synth_sharded
+    from synthetic_faces import write_faces
+    from test_shards import _files
+
+    src = tmp_path / "src"
+    write_faces(src, 16, 112, "jpg")
+    occ = tuple(list_occluders()[:3])
+
+    def cfg(out, **kw):
+        return SynthConfig(src=str(src), out=str(out), occluders=occ, seed=2, clean_ratio=0.2, **kw)
+
+    run_synth_sharded(cfg(tmp_path / "one"), "rec", 2, progress=False)
+
+    killed = []
+    real_client = occ_dist._client
+
+    def client_with_a_killer(target):
+        client, cluster = real_client(target)
+
+        def kill_a_busy_worker():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not killed:
+                busy = [w for w, tasks in client.processing().items() if tasks]
+                if busy and (tmp_path / "dask" / "shards" / "rec-00000.done.json").exists():
+                    pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                time.sleep(0.05)
+
+        threading.Thread(target=kill_a_busy_worker, daemon=True).start()
+        return client, cluster
+
+    monkeypatch.setattr(occ_dist, "_client", client_with_a_killer)
+    s = run_synth_sharded(cfg(tmp_path / "dask"), "rec", 2, dask="local:2", progress=False)
+    assert killed, "no worker was killed: the test did not exercise a retry"
+    assert s.processed == 16
+    assert _files(tmp_path / "dask") == _files(tmp_path / "one")
