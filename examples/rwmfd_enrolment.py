@@ -1,19 +1,26 @@
 """Enrolment on real masked faces: how many RWMFD images get landmarks, and from which step of the chain.
 
-Runs occbench's ``mediapipe`` landmarker (face mesh, then BlazeFace detection in its full / short /
-tiles passes) on every image of ``../shared/realdata/rwmfd-masked`` (real photos of masked faces,
-no identities), then writes:
+Runs occbench's ``mediapipe`` landmarker (face mesh; where it finds no face, BlazeFace detection in
+its full / short / tiles passes, each detected face checked by re-running the mesh on a crop around
+it) on every image of ``../shared/realdata/rwmfd-masked`` (real photos of masked faces, no
+identities), then writes:
 
 * ``OUT/landmarks.csv``: the landmarks table (one row per image: points, status, reason, source,
   method), the same table ``occbench synth`` / ``eval`` write;
 * ``OUT/enrolment.json``: counts per method and per detection pass, and the enrolment rate;
 * ``OUT/alignments.png`` (or ``--sheet FILE``): a contact sheet of ``--sample`` images aligned to the
-  112x112 ArcFace crop, each labelled with its method; the green dots are the found 5 points after the
-  warp, the red crosses the template's, so a good alignment shows them on top of each other and on
-  the eyes, nose and mouth of the face.
+  112x112 ArcFace crop, each labelled with its method (M mesh, C mesh-crop, D detection; then the
+  detection pass: f full / full-padded, s short / short-padded, t tiles; "x" = judged wrong by eye,
+  with ``--judged``); the green dots are the found 5 points after the warp, the red crosses the
+  template's, so a good alignment shows them on top of each other and on the eyes, nose and mouth.
 
     python examples/rwmfd_enrolment.py                       # -> results/rwmfd-enrolment/
-    python examples/rwmfd_enrolment.py --sample 48 --sheet docs/rwmfd-alignments.png
+    python examples/rwmfd_enrolment.py --sample 48 --sheet docs/rwmfd-alignments.png \
+        --judged tests/rwmfd_judged_alignments.csv    # + how many alignments were judged right by eye
+
+``--judged`` takes alignments judged by eye (``key, eye0_x_px, eye0_y_px, eye1_x_px, eye1_y_px,
+correct``): a found alignment matches a judged one when both eyes lie within 0.3 eye distances, and
+the summary counts, per method, the alignments judged right, wrong, or not judged.
 """
 from __future__ import annotations
 
@@ -56,6 +63,31 @@ def contact_sheet(items: list[tuple[str, np.ndarray, np.ndarray, str]], cols: in
     Image.fromarray(sheet).quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
 
 
+def judge(rows: list[dict], judged_csv: Path) -> tuple[dict, dict]:
+    """Found alignments of ``rows`` against the judged ones: ({method: {correct, wrong, unjudged}},
+    {key: True (judged right) / False (judged wrong)})."""
+    import pandas as pd
+
+    judged = pd.read_csv(judged_csv, dtype={"key": str})
+    by_key = {k: g[["eye0_x_px", "eye0_y_px", "eye1_x_px", "eye1_y_px", "correct"]].to_numpy(float)
+              for k, g in judged.groupby("key")}
+    out: dict = {}
+    verdict: dict = {}
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        eyes = np.array([[r["x0"], r["y0"]], [r["x1"], r["y1"]]])
+        tol = 0.3 * float(np.linalg.norm(eyes[1] - eyes[0]))
+        hit = [j[4] for j in by_key.get(r["key"], []) if np.linalg.norm(j[:4].reshape(2, 2) - eyes, axis=1).max() < tol]
+        c = out.setdefault(r["method"], {"correct": 0, "wrong": 0, "unjudged": []})
+        if not hit:
+            c["unjudged"].append(r["key"])
+        else:
+            c["correct" if hit[0] else "wrong"] += 1
+            verdict[r["key"]] = bool(hit[0])
+    return out, verdict
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", type=Path, default=DEFAULT_SRC, help="folder of images (searched recursively)")
@@ -64,6 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cols", type=int, default=8)
     ap.add_argument("--sheet", type=Path, default=None, help="contact sheet path (default OUT/alignments.png)")
     ap.add_argument("--no-fallback", action="store_true", help="face mesh only (the 0.2 behaviour)")
+    ap.add_argument("--judged", type=Path, default=None,
+                    help="CSV of alignments judged by eye: count the right / wrong ones per method")
     a = ap.parse_args(argv)
 
     from occbench.face.landmarks import create_landmarker, landmarks_to_row, write_landmarks_table
@@ -94,25 +128,38 @@ def main(argv=None) -> int:
                "by_method": dict(by_method), "by_source": dict(by_source), "seconds": round(dt, 1),
                "landmarker": create_landmarker("mediapipe", detection_fallback=not a.no_fallback).describe(),
                "src": str(a.src)}
+    verdict = {}
+    if a.judged:
+        counts, verdict = judge(rows, a.judged)
+        summary["judged"] = {"file": str(a.judged), **counts}
     (a.out / "enrolment.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{n} images, {len(found)} enrolled ({100 * len(found) / n:.1f} %) in {dt:.0f} s")
+    if a.judged:
+        j = summary["judged"]
+        right = sum(v["correct"] for k, v in j.items() if k != "file")
+        wrong = sum(v["wrong"] for k, v in j.items() if k != "file")
+        unjudged = sum(len(v["unjudged"]) for k, v in j.items() if k != "file")
+        print(f"  judged by eye: {right} right ({100 * right / n:.1f} %), {wrong} wrong, {unjudged} not judged; "
+              + ", ".join(f"{k} {v['correct']}/{v['wrong']}/{len(v['unjudged'])}" for k, v in j.items() if k != "file")
+              + " (right/wrong/not judged)")
     for k, v in sorted(by_source.items(), key=lambda kv: -kv[1]):
         print(f"  {k:32s} {v:4d}  ({100 * v / n:.1f} %)")
-    # the sheet: half detection-found images (the fallback is what needs checking), half mesh ones,
+    # the sheet: half fallback images (mesh-crop and detection: what needs checking), half mesh ones,
     # each spread evenly over the sorted keys
     det = [f for f in found if f[3] != "mesh"]
     mesh = [f for f in found if f[3] == "mesh"]
     n_det = min(len(det), a.sample - min(len(mesh), a.sample // 2))
     spread = lambda xs, k: [xs[int(i * len(xs) / k)] for i in range(k)] if k else []  # noqa: E731
     pick = spread(det, n_det) + spread(mesh, min(len(mesh), a.sample - n_det))
-    label = {"mesh": "M", "detection": "D"}
+    label = {"mesh": "M", "mesh-crop": "C", "detection": "D"}
     items = [(k.split("/")[-2] + "/" + k.split("/")[-1][:4] if "/" in k else k, img, five,
-              label.get(m, m) + (src.split("/")[-1][0] if m == "detection" else ""))
+              ("x " if verdict.get(k) is False else "")  # judged wrong by eye
+              + label.get(m, m) + (src.split("/")[-1][0] if m != "mesh" else ""))
              for k, img, five, m, src in pick]
     sheet = a.sheet or a.out / "alignments.png"
     contact_sheet(items, a.cols, sheet)
     print(f"wrote {a.out / 'landmarks.csv'}, {a.out / 'enrolment.json'}, {sheet} "
-          f"(M = mesh, Df/Ds/Dt = detection full / short / tiles)")
+          f"(M = mesh, C = mesh-crop, D = detection; f/s/t = full / short / tiles pass)")
     return 0
 
 

@@ -98,6 +98,10 @@ class RealismResult:
     timing_s: dict
     version: str = __version__
     notes: list[str] = field(default_factory=list)
+    units: dict = field(default_factory=lambda: {
+        "auc": "fraction (ROC AUC, test split)", "recall": "fraction of test positives scoring >= threshold",
+        "fpr": "fraction of test negatives scoring >= threshold", "threshold": "classifier logit",
+        "timing_s": "seconds"})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -204,3 +204,26 @@ def test_examples_tiny_model_missing_says_how_to_train(tmp_path, monkeypatch):
     monkeypatch.setenv("OCCBENCH_TINY_MODEL", str(tmp_path / "absent.pt"))
     with pytest.raises(DataNotFoundError, match="examples/tiny_occlusion_model.py"):
         create_recognizer("examples-tiny-model")
+
+
+class _TupleNet(torch.nn.Module):
+    def forward(self, x):
+        e = x.mean(dim=(2, 3)) + torch.arange(3.0)
+        return e, e.norm(dim=1)
+
+
+class _DictNet(torch.nn.Module):
+    def forward(self, x):
+        return {"features": x.mean(dim=(2, 3))}
+
+
+def test_undeclared_tuple_keeps_first_and_dict_needs_embedding(crops, caplog):
+    from occbench.recognizers.torch_backend import TorchRecognizer
+
+    rec = TorchRecognizer(_TupleNet(), Preprocess(), name="tuple", device="cpu")
+    e = rec.embed(crops)
+    ref = Preprocess().normalize(crops).mean(axis=(2, 3)) + np.arange(3.0)
+    np.testing.assert_allclose(e, ref / np.linalg.norm(ref, axis=1, keepdims=True), atol=1e-6)
+    assert "ignored undeclared model output(s) ['1']" in caplog.text
+    with pytest.raises(OutputMismatchError, match="without 'embedding'"):
+        TorchRecognizer(_DictNet(), Preprocess(), name="dict", device="cpu").embed(crops)

@@ -130,6 +130,13 @@ def test_wds_members_and_read_back(runs):
     src = sh.WdsSource(out)
     assert [it.key for it in src.items()] == good.key.tolist()
     assert [src.read_bytes(it) for it in src.items()] == [(files / p).read_bytes() for p in good.image]
+    # any occbench source feeds the on-the-fly dataset, shards too (opened by path)
+    from occbench.io.images import decode_rgb
+    from occbench.torch import OccludedDataset
+
+    ds = OccludedDataset(str(out), landmarks="template", clean_ratio=1.0)
+    assert ds.keys == good.key.tolist()
+    assert (ds[0][0].permute(1, 2, 0).numpy() == decode_rgb((files / good.image.iloc[0]).read_bytes())).all()
 
 
 def test_resume_redoes_only_broken_shards(runs, tmp_path):

@@ -96,7 +96,7 @@ def truth_for_image(mask: np.ndarray | None, m: np.ndarray, crop_hw, grid_hw, k:
     canvas = cv2.warpAffine(occ.astype(np.uint8), mc, (cw * s, ch * s), flags=cv2.INTER_NEAREST,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     # box means by INTER_AREA (exact for these integer factors; far faster than numpy's strided mean)
-    canvas = canvas.astype(np.float32)
-    crop_frac = cv2.resize(canvas, (cw, ch), interpolation=cv2.INTER_AREA)
-    grid_frac = cv2.resize(canvas, (gw, gh), interpolation=cv2.INTER_AREA)
+    crop_frac = cv2.resize(canvas.astype(np.float32), (cw, ch), interpolation=cv2.INTER_AREA)
+    # equal blocks: the mean of the crop pixels' means is the grid cell's mean (exact: dyadic fractions)
+    grid_frac = crop_frac if (gh, gw) == (ch, cw) else cv2.resize(crop_frac, (gw, gh), interpolation=cv2.INTER_AREA)
     return grid_frac >= tau, match_pattern(crop_frac >= 0.5, k)

@@ -128,6 +128,7 @@ def synth(src, out, landmarks, landmarks_file, occluders, occluders_dir, placeme
       occbench synth --src lfw --data-root ~/data --out occlfw --per-scale --scales 1.0:0.5:2 -j 4
       occbench synth --src casia --out occwebface --placement free --clean-ratio 0.333 --bank 256 -j 8
       occbench synth --src aligned/ --out occ --occluders surgical_mask,sunglasses --per-occluder
+      occbench synth --src lfw --out occparts --limit 100 --part-masks      # + partmaps/, part_<name> columns
       occbench synth --src lfw --out occ2 --landmarks-file occlfw/landmarks.parquet
       occbench synth --src casia --out occweb-rec --format rec --shard-size 1000 --bank 64 -j 8
       occbench synth --src ms1m --out occ-ms1m --format wds --dask tcp://scheduler:8786 --bank 64

@@ -7,14 +7,20 @@ One registry, one constructor: ``create_landmarker(name, **kw)`` with
   resp. size/96). Any other size -> status "noface", reason "not a pre-aligned crop (size HxW)".
 - ``mediapipe`` wild images: a chain of MediaPipe models (all shipped inside the wheel; no download):
   1. face mesh (``mediapipe.solutions.face_mesh``, static_image_mode=True), method ``mesh``;
-  2. when the mesh finds no face (masks, profiles, small faces): BlazeFace face detection, method
-     ``detection``, in passes that stop at the first face found: ``full-padded`` (full-range model
-     on the image with a black border of 25 % of its long side, so that faces filling the frame are
-     whole), ``short`` (short-range model, for large close-up faces), ``full``, ``short-padded``, and
-     last ``tiles`` (both models on 2x2 tiles of 60 % and 3x3 tiles of 45 % of the image, for small
-     faces in scenes; only detections scoring >= 0.62, since tiles also fire on face-like texture).
-     Its 6 keypoints become 5 points with :func:`detection_to_five`. ``detection_fallback=False``
-     gives the mesh alone (the 0.2 behaviour).
+  2. when the mesh finds no face (masks, profiles, small faces): BlazeFace face detection in passes:
+     ``full-padded`` (full-range model on the image with a black border of 25 % of its long side, so
+     that faces filling the frame are whole), ``short`` (short-range model, for large close-up faces),
+     ``full``, ``short-padded``, and ``tiles`` (both models on 2x2 tiles of 60 % and 3x3 tiles of 45 %
+     of the image, for small faces in scenes; only detections scoring >= 0.62, since tiles also fire on
+     face-like texture). Detections whose eyes are < 4 px apart are dropped (nothing to align).
+     a. method ``mesh-crop``: the detections are grouped into faces (overlapping boxes) and the face
+        mesh is re-run on square crops around each face (1.5, 2 and 3 x the box, resampled to 256 px);
+        a face is confirmed when the crop's mesh puts both eyes within 0.35 eye distances of the
+        detection's eyes (two models agree). Among confirmed faces, those found by the earliest pass
+        win, then the face choice below. The result carries the mesh's 5 and 468 points.
+     b. method ``detection``: no face confirmed: the first pass (in the order above) with a face, and
+        its 6 keypoints become 5 points with :func:`detection_to_five`.
+     ``detection_fallback=False`` gives the mesh alone (the 0.2 behaviour).
   Images whose long side exceeds ``max_side`` (default 1024; the models see 128-256 px inputs) are
   downscaled (area interpolation) before any model runs and the points are mapped back.
   Up to ``max_num_faces`` candidates (default 4) are meshed (or detected) and the face whose landmark
@@ -31,9 +37,9 @@ One registry, one constructor: ``create_landmarker(name, **kw)`` with
   than the template stay ``noface``).
 
 Every result records the chain step in ``FaceLandmarks.method`` (table column ``method``: ``mesh``,
-``detection``, ``template``, ``file``); ``source`` keeps the finder (``mediapipe``,
-``mediapipe-detection/<pass>``, ``template``, ``file``). Tables written before the ``method`` column
-existed are read with the method inferred from ``source``.
+``mesh-crop``, ``detection``, ``template``, ``file``); ``source`` keeps the finder (``mediapipe``,
+``mediapipe-mesh-crop/<pass>``, ``mediapipe-detection/<pass>``, ``template``, ``file``). Tables
+written before the ``method`` column existed are read with the method inferred from ``source``.
 
 Detection -> 5 points (:func:`detection_to_five`): BlazeFace keypoints 0 (right eye, image-left),
 1 (left eye), 2 (nose tip), 3 (mouth centre). BlazeFace has no mouth corners, so they are placed on a
@@ -77,7 +83,7 @@ from .geometry import ARCFACE_112, ARCFACE_112x96, FaceLandmarks, get_template, 
 
 STATUS_OK = "ok"
 STATUS_NOFACE = "noface"
-METHODS = ("mesh", "detection", "template", "file")  # the landmark chain's steps, table column "method"
+METHODS = ("mesh", "mesh-crop", "detection", "template", "file")  # the chain's steps, table column "method"
 
 # MediaPipe face-mesh indices (mediapipe.solutions.face_mesh_connections). "RIGHT" is the subject's
 # right eye, which is image-left, i.e. ArcFace point 0.
@@ -97,6 +103,17 @@ DETECTION_PAD = 0.25  # black border of the padded passes, fraction of the long 
 DETECTION_PASSES = (("full-padded", 1, True), ("short", 0, False), ("full", 1, False), ("short-padded", 0, True))
 DETECTION_TILES = ((2, 0.6), (3, 0.45))  # (n x n tiles, tile side / image side) of the last pass, "tiles"
 DETECTION_TILES_MIN_SCORE = 0.62  # tiles see small faces but also face-like texture: a higher bar
+# mesh-crop: the face mesh re-run on a square crop around a detection (side = f x the box's long side,
+# resampled to MESH_CROP_SIZE px); kept when its eyes lie within MESH_CROP_EYE_TOL x the eye distance
+# of the detection's eyes (two models agree on the same face)
+MESH_CROP_SCALES = (1.5, 2.0, 3.0)
+MESH_CROP_SIZE = 256
+MESH_CROP_EYE_TOL = 0.35
+MESH_CROP_MIN_CONFIDENCE = 0.3  # the crop mesh's own face-detection bar; the eye check does the rejecting
+MESH_CROP_MAX_FACES = 32  # detected faces (IoU clusters, best score first) tried per image
+MESH_CROP_TRIES = 3  # detections per face cluster tried
+CLUSTER_IOU = 0.4  # detections of the same face from different passes / tiles overlap at least this much
+MIN_EYE_DISTANCE = 4.0  # original-image pixels: a face whose eyes are closer cannot be aligned (no landmarks)
 DEFAULT_MAX_SIDE = 1024
 
 
@@ -105,6 +122,8 @@ def method_of_source(source: str) -> str:
     s = str(source or "")
     if s == "mediapipe":
         return "mesh"
+    if s.startswith("mediapipe-mesh-crop"):
+        return "mesh-crop"
     if s.startswith("mediapipe-detection"):
         return "detection"
     return "template" if s == "template" else "file"
@@ -287,6 +306,20 @@ def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarra
     return small, np.array([w / ws, h / hs])
 
 
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boxes given as [[x0, y0], [x1, y1]]."""
+    lo, hi = np.maximum(a[0], b[0]), np.minimum(a[1], b[1])
+    inter = float(np.prod(np.clip(hi - lo, 0, None)))
+    union = float(np.prod(a[1] - a[0]) + np.prod(b[1] - b[0])) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _eyes_agree(five: np.ndarray, keypoints: np.ndarray, tol: float = MESH_CROP_EYE_TOL) -> bool:
+    """Both eyes of ``five`` within ``tol`` x the detection's eye distance of the detection's eyes."""
+    ed = float(np.linalg.norm(keypoints[1] - keypoints[0]))
+    return ed > 0 and float(np.linalg.norm(five[:2] - keypoints[:2], axis=1).max()) <= tol * ed
+
+
 @LANDMARKERS.register("mediapipe")
 class MediapipeLandmarker(Landmarker):
     """MediaPipe face mesh (468 points -> 5), then BlazeFace detection (6 keypoints -> 5) as fallback."""
@@ -308,6 +341,7 @@ class MediapipeLandmarker(Landmarker):
         self.detection_fallback = detection_fallback
         self.max_side = max_side
         self._mesh = None
+        self._crop_mesh_graph = None
         self._detectors: dict[int, object] = {}
         self._pid = None
         self._lock = threading.Lock()
@@ -322,7 +356,7 @@ class MediapipeLandmarker(Landmarker):
 
     def _fresh(self) -> None:
         if self._pid != os.getpid():  # lazily, and again after a fork
-            self._mesh, self._detectors, self._pid = None, {}, os.getpid()
+            self._mesh, self._crop_mesh_graph, self._detectors, self._pid = None, None, {}, os.getpid()
 
     def _process(self, image):
         self._fresh()
@@ -362,27 +396,105 @@ class MediapipeLandmarker(Landmarker):
             out.append((np.vstack([kp, box]) * [w, h], float(d.score[0]) if d.score else math.nan))
         return out
 
-    def _detection_passes(self, image: np.ndarray) -> tuple[str, list[tuple[np.ndarray, float]]]:
+    def _detection_candidates(self, image: np.ndarray) -> list[tuple[str, np.ndarray, float]]:
+        """Every face of every detection pass: [(pass name, 6 keypoints + 2 box corners in pixels, score)]
+        in pass order (``DETECTION_PASSES``, then ``tiles``: scores >= DETECTION_TILES_MIN_SCORE only)."""
         import cv2
 
         h, w = image.shape[:2]
         p = int(round(DETECTION_PAD * max(h, w)))
         padded = cv2.copyMakeBorder(image, p, p, p, p, cv2.BORDER_CONSTANT, value=(0, 0, 0)) if p else image
+        out = []
         for name, model, pad in DETECTION_PASSES:
             src = padded if pad else image
-            found = [(pts - (p if pad else 0), sc) for pts, sc in self._detect_faces(src, model)]
-            if found:
-                return name, found
-        found = []
+            out += [(name, pts - (p if pad else 0), sc) for pts, sc in self._detect_faces(src, model)]
         for n, frac in DETECTION_TILES:
             th, tw = max(1, int(h * frac)), max(1, int(w * frac))
             for y0 in np.linspace(0, h - th, n).astype(int):
                 for x0 in np.linspace(0, w - tw, n).astype(int):
                     tile = image[y0:y0 + th, x0:x0 + tw]
                     for model in (1, 0):
-                        found += [(pts + [x0, y0], sc) for pts, sc in self._detect_faces(tile, model)
-                                  if sc >= DETECTION_TILES_MIN_SCORE]
-        return "tiles", found
+                        out += [("tiles", pts + [x0, y0], sc) for pts, sc in self._detect_faces(tile, model)
+                                if sc >= DETECTION_TILES_MIN_SCORE]
+        return out
+
+    def _crop_mesh(self, image: np.ndarray, box: np.ndarray, scale: float) -> np.ndarray | None:
+        """Face mesh (468 points, image pixels) on the square crop of side ``scale`` x the box's long side
+        around the box centre, resampled to MESH_CROP_SIZE px (black outside the image); None if no face."""
+        import cv2
+
+        self._fresh()
+        (x0, y0), (x1, y1) = box
+        k = MESH_CROP_SIZE / (scale * max(x1 - x0, y1 - y0, 1e-6))
+        t = np.array([MESH_CROP_SIZE / 2 - k * (x0 + x1) / 2, MESH_CROP_SIZE / 2 - k * (y0 + y1) / 2])
+        m = np.array([[k, 0, t[0]], [0, k, t[1]]])
+        crop = cv2.warpAffine(image, m, (MESH_CROP_SIZE, MESH_CROP_SIZE), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT)
+        crop = np.ascontiguousarray(crop)
+        if self._crop_mesh_graph is None:
+            from mediapipe.python.solutions import face_mesh
+
+            with _filtered_native_stderr():  # graph start logs on the first call
+                self._crop_mesh_graph = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                           refine_landmarks=False,
+                                                           min_detection_confidence=MESH_CROP_MIN_CONFIDENCE)
+                res = self._crop_mesh_graph.process(crop)
+        else:
+            res = self._crop_mesh_graph.process(crop)
+        if not res.multi_face_landmarks:
+            return None
+        d = np.array([[q.x, q.y] for q in res.multi_face_landmarks[0].landmark], np.float64)[:468]
+        return (d * MESH_CROP_SIZE - t) / k
+
+    def _fallback(self, image: np.ndarray,
+                  back_scale: float = 1.0) -> tuple[str, np.ndarray, float, np.ndarray | None] | None:
+        """Where the mesh finds no face: (pass, detection points, score, dense mesh or None) or None.
+
+        1. ``mesh-crop``: detections are grouped into faces (boxes overlapping by IoU > CLUSTER_IOU, best
+           score first); for each face, the mesh is re-run on crops around its best detections
+           (:meth:`_crop_mesh`) and kept if its eyes agree with the detection's. Among the faces so
+           confirmed, those seen by the earliest pass win, then :func:`choose_face`.
+        2. ``detection``: otherwise the first pass with a face, as before, then :func:`choose_face`.
+        Faces whose eyes are less than MIN_EYE_DISTANCE original pixels apart (``back_scale``: original
+        pixels per pixel of ``image``) are never kept."""
+        cands = [c for c in self._detection_candidates(image)
+                 if np.linalg.norm(c[1][1] - c[1][0]) * back_scale >= MIN_EYE_DISTANCE]
+        if not cands:
+            return None
+        faces: list[list[int]] = []
+        for i in sorted(range(len(cands)), key=lambda i: -cands[i][2]):
+            for f in faces:
+                if _box_iou(cands[f[0]][1][6:], cands[i][1][6:]) > CLUSTER_IOU:
+                    f.append(i)
+                    break
+            else:
+                faces.append([i])
+        confirmed = []  # (face's earliest pass rank, detection index, dense)
+        rank = {name: r for r, (name, _, _) in enumerate(DETECTION_PASSES + (("tiles", 0, False),))}
+        for f in faces[:MESH_CROP_MAX_FACES]:
+            hit = None
+            for i in f[:MESH_CROP_TRIES]:
+                kp = cands[i][1]
+                for scale in MESH_CROP_SCALES:
+                    dense = self._crop_mesh(image, kp[6:], scale)
+                    if dense is not None and _eyes_agree(mesh_to_five(dense), kp):
+                        hit = (i, dense)
+                        break
+                if hit:
+                    break
+            if hit:
+                confirmed.append((min(rank[cands[j][0]] for j in f), *hit))
+        if confirmed:
+            first = min(c[0] for c in confirmed)
+            confirmed = [c for c in confirmed if c[0] == first]
+            _, i, dense = confirmed[choose_face([mesh_to_five(c[2]) for c in confirmed], image.shape[:2])]
+            return cands[i][0], cands[i][1], cands[i][2], dense
+        for name in rank:  # pass order
+            found = [c for c in cands if c[0] == name]
+            if found:
+                name, pts, score = found[choose_face([c[1] for c in found], image.shape[:2])]
+                return name, pts, score, None
+        return None
 
     def _detect(self, image, key=None):
         small, back = _downscaled(image, self.max_side)
@@ -398,14 +510,18 @@ class MediapipeLandmarker(Landmarker):
                                                           method="mesh"))
             if not self.detection_fallback:
                 return LandmarkResult.noface("no face found by mediapipe face mesh")
-            which, found = self._detection_passes(small)
-        if not found:
+            found = self._fallback(small, float(back.mean()))
+        if found is None:
             return LandmarkResult.noface("no face found by mediapipe face mesh nor by face detection "
-                                         "(full / short range, padded, tiles)")
-        pts, score = found[choose_face([f[0] for f in found], (hs, ws))]
-        five = detection_to_five(pts[:6] * back)
+                                         f"(full / short range, padded, tiles; eyes >= {MIN_EYE_DISTANCE:g} px apart)")
+        which, pts, score, dense = found
         extra = {"detection_keypoints": pts[:6] * back, "detection_box": pts[6:] * back}
-        return LandmarkResult.found(FaceLandmarks(five, source=f"mediapipe-detection/{which}", extra=extra,
+        if dense is not None:
+            dense = dense * back
+            return LandmarkResult.found(FaceLandmarks(mesh_to_five(dense), source=f"mediapipe-mesh-crop/{which}",
+                                                      dense=dense, extra=extra, score=score, method="mesh-crop"))
+        return LandmarkResult.found(FaceLandmarks(detection_to_five(pts[:6] * back),
+                                                  source=f"mediapipe-detection/{which}", extra=extra,
                                                   score=score, method="detection"))
 
     def describe(self):
@@ -428,16 +544,20 @@ class MediapipeLandmarker(Landmarker):
             d["detection"] = {"passes": [n for n, _, _ in DETECTION_PASSES] + ["tiles"], "pad": DETECTION_PAD,
                               "tiles": [f"{n}x{n}@{f:g}" for n, f in DETECTION_TILES],
                               "tiles_min_score": DETECTION_TILES_MIN_SCORE,
-                              "mouth_ratio": round(DETECTION_MOUTH_RATIO, 6)}
+                              "mouth_ratio": round(DETECTION_MOUTH_RATIO, 6), "cluster_iou": CLUSTER_IOU,
+                              "min_eye_distance_px": MIN_EYE_DISTANCE}
+            d["mesh_crop"] = {"scales": list(MESH_CROP_SCALES), "size_px": MESH_CROP_SIZE,
+                              "eye_tolerance": MESH_CROP_EYE_TOL, "min_confidence": MESH_CROP_MIN_CONFIDENCE,
+                              "max_faces": MESH_CROP_MAX_FACES, "tries_per_face": MESH_CROP_TRIES}
         return d
 
     def close(self):
         with self._lock:
             if self._pid == os.getpid():
-                for g in [self._mesh, *self._detectors.values()]:
+                for g in [self._mesh, self._crop_mesh_graph, *self._detectors.values()]:
                     if g is not None:
                         g.close()
-            self._mesh, self._detectors, self._pid = None, {}, None
+            self._mesh, self._crop_mesh_graph, self._detectors, self._pid = None, None, {}, None
 
 
 # ------------------------------------------------------------------------------- file / table
@@ -614,8 +734,8 @@ class AutoLandmarker(Landmarker):
 
 @LANDMARKERS.register("aligned")
 class AlignedLandmarker(Landmarker):
-    """Images declared pre-aligned to ``template``: the MediaPipe chain (mesh, detection), then the
-    template's points scaled to the image where MediaPipe finds no face."""
+    """Images declared pre-aligned to ``template``: the MediaPipe chain (mesh, mesh-crop, detection),
+    then the template's points scaled to the image where MediaPipe finds no face."""
 
     name = "aligned"
 
@@ -640,7 +760,7 @@ class AlignedLandmarker(Landmarker):
     def describe(self):
         return {"name": self.name, "template": template_label(self.template.name),
                 "template_points": self.template.points.tolist(), "template_size": list(self.template.size),
-                "mediapipe": self._mediapipe.describe(), "method": "mesh, detection, template"}
+                "mediapipe": self._mediapipe.describe(), "method": "mesh, mesh-crop, detection, template"}
 
     def close(self):
         self._mediapipe.close()

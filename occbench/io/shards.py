@@ -27,7 +27,7 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 from ..errors import ConfigError, DataNotFoundError, OccbenchError
 from .atomic import atomic_open, atomic_write_bytes, atomic_write_json
@@ -76,31 +76,41 @@ def shard_files(fmt: str, name: str) -> tuple[str, ...]:
 # ------------------------------------------------------------------------------------ writers
 
 
-def _meta_frame(samples: list[ShardSample]):
-    import pandas as pd
+_META_TYPES = {"record": "int64", "sample_key": "string", "key": "string", "identity": "string", "label": "int64",
+               "variant": "string", "status": "string", "occluder": "string", "scale": "float64", "seed": "int64",
+               "pattern": "int64", "area_frac": "float64", "cells": "string", "params": "string", "mask_png": "binary"}
+
+
+def _meta_table(samples: list[ShardSample]):
+    """The labels table of a shard as a pyarrow Table (one row per record, fixed schema)."""
+    import pyarrow as pa
+
+    def col(f, kind):
+        vals = [s.meta.get(f) for s in samples]
+        if kind == "string":
+            return ["" if v is None else str(v) for v in vals]
+        if kind == "int64":
+            return [0 if v is None else int(v) for v in vals]
+        return [float("nan") if v is None else float(v) for v in vals]
 
     cols = {"record": list(range(len(samples))), "sample_key": [s.skey for s in samples]}
-    for f in META_FIELDS:
-        cols[f] = [s.meta.get(f) for s in samples]
+    for f, kind in _META_TYPES.items():
+        if f not in cols and f not in ("label", "mask_png"):
+            cols[f] = col(f, kind)
     cols["label"] = [int(s.label) for s in samples]
     cols["mask_png"] = [bytes(s.mask) for s in samples]
-    df = pd.DataFrame(cols)
-    for c in ("key", "identity", "variant", "status", "occluder", "cells", "params"):
-        df[c] = df[c].astype(str)
-    for c in ("scale", "area_frac"):
-        df[c] = df[c].astype("float64")
-    for c in ("record", "label", "seed", "pattern"):
-        df[c] = df[c].fillna(0).astype("int64")
-    return df
+    schema = pa.schema([(f, getattr(pa, k)()) for f, k in _META_TYPES.items()])
+    return pa.table({f: cols[f] for f in _META_TYPES}, schema=schema)
 
 
-def _write_parquet(df, path: Path) -> None:
+def _write_parquet(table, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
+    if not isinstance(table, pa.Table):
+        table = pa.Table.from_pandas(table, preserve_index=False)
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
+    pq.write_table(table.replace_schema_metadata(None), buf, compression="zstd")
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -114,7 +124,7 @@ def write_rec_shard(folder: str | os.PathLike, name: str, samples: list[ShardSam
             rec.write(data)
             idx.write(f"{i}\t{pos}\n".encode("ascii"))
             pos += len(data)
-    _write_parquet(_meta_frame(samples), folder / f"{name}.parquet")
+    _write_parquet(_meta_table(samples), folder / f"{name}.parquet")
 
 
 def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -163,8 +173,15 @@ def write_shard(fmt: str, folder: str | os.PathLike, name: str, samples: list[Sh
     done = {"name": name, "format": fmt, "n_samples": len(samples),
             "files": {f: file_digest(folder / f) for f in shard_files(fmt, name)}}
     done.update(extra or {})
-    atomic_write_json(folder / f"{name}.done.json", done)
+    atomic_write_bytes(folder / f"{name}.done.json",
+                       json.dumps(done, sort_keys=True, separators=(",", ":"), default=_json_default).encode("utf-8"))
     return done
+
+
+def _json_default(o):
+    if hasattr(o, "item"):  # numpy scalars
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
 def file_digest(path: Path) -> dict:
@@ -209,7 +226,9 @@ def assemble_rec(out: str | os.PathLike, dones: list[dict], num_classes: int, im
     """Concatenate rec shards into ``OUT/train.rec`` + ``train.idx`` (header record 0, images 1..N),
     ``property`` (``num_classes,H,W``) and ``train.parquet`` (shard rows, ``record`` = 1..N).
     Returns N. RecordIO records are self-framed, so a shard's bytes are copied unchanged."""
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute  # noqa: F401 - pa.compute
+    import pyarrow.parquet as pq
 
     out = Path(out)
     folder = out / SHARD_DIR
@@ -228,15 +247,14 @@ def assemble_rec(out: str | os.PathLike, dones: list[dict], num_classes: int, im
                 while chunk := fh.read(_COPY_CHUNK):
                     rec.write(chunk)
             base += d["files"][f"{name}.rec"]["bytes"]
-            df = pd.read_parquet(folder / f"{name}.parquet")
-            df["record"] = df["record"] + key
-            frames.append(df)
+            t = pq.read_table(folder / f"{name}.parquet")
+            t = t.set_column(0, "record", pa.compute.add(t.column("record"), key))
+            frames.append(t)
             key += len(offsets)
     from .atomic import atomic_write_text
 
     atomic_write_text(out / "property", f"{int(num_classes)},{int(image_hw[0])},{int(image_hw[1])}\n")
-    table = pd.concat(frames, ignore_index=True) if frames else _meta_frame([])
-    _write_parquet(table, out / "train.parquet")
+    _write_parquet(pa.concat_tables(frames) if frames else _meta_table([]), out / "train.parquet")
     return n
 
 

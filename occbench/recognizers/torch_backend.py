@@ -132,8 +132,19 @@ class TorchRecognizer:
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw (un-normalised) float32 embeddings, flip-test summed when enabled."""
-        return torch.from_numpy(np.ascontiguousarray(self.forward_outputs(x).embedding, np.float32))
+        """Raw (un-normalised) float32 embeddings on the device, flip-test summed when enabled."""
+        if self.outputs is not None:
+            return torch.from_numpy(np.ascontiguousarray(self.forward_outputs(x).embedding, np.float32))
+        n = x.shape[0]
+        if self.preprocess.flip_test:
+            width_axis = 3 if self.preprocess.layout == "NCHW" else 2
+            x = torch.cat([x, x.flip(width_axis)])
+        with autocast_context(self.device, self.precision):
+            out = self.module(x)
+        if isinstance(out, (tuple, list, dict)):  # e.g. (embedding, norm); undeclared extras are ignored
+            out = parse_outputs_embedding(out, self.name, self._note)
+        out = out.float().reshape(out.shape[0], -1)
+        return out[:n] + out[n:] if self.preprocess.flip_test else out
 
     def infer(self, crops: np.ndarray) -> ModelOutputs:
         """Aligned uint8 RGB crops -> ModelOutputs with L2-normalised embeddings (and mask / pattern
@@ -170,6 +181,24 @@ class TorchRecognizer:
             h, w = self.preprocess.input_size
             self.embed(np.zeros((1, h, w, 3), np.uint8))
         return self._dim
+
+
+def parse_outputs_embedding(out, name: str, note) -> torch.Tensor:
+    """The embedding tensor of an undeclared tuple / dict output (first item / "embedding"), noting the rest."""
+    if isinstance(out, dict):
+        if "embedding" not in out:
+            from .outputs import OutputMismatchError
+
+            raise OutputMismatchError(f"{name} returned a dict without 'embedding' ({sorted(map(str, out))}) and "
+                                      "declares no outputs; declare them (output_spec / metadata 'outputs')")
+        extra = sorted(str(k) for k in out if k != "embedding")
+        emb = out["embedding"]
+    else:
+        extra = [str(i) for i in range(1, len(out))]
+        emb = out[0]
+    if extra:
+        note([f"ignored undeclared model output(s) {extra}"], name)
+    return emb
 
 
 def check_crops(crops: np.ndarray, pp: Preprocess) -> np.ndarray:

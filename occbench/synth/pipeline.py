@@ -37,7 +37,6 @@ Errors writing OUTPUT (disk full, read-only, permissions, a folder in the way) s
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 import json
 import os
@@ -620,7 +619,13 @@ class _Worker:
         """(PartMap, partmaps/ path or ""): the face-part label map, written with ``part_masks``."""
         from ..face.parts import encode_part_map, face_part_map
 
-        pm = face_part_map(landmarks, size_hw)
+        if landmarks.dense is None:  # 5 points only: template crops repeat the same map (or noface)
+            ck = (np.asarray(landmarks.five).tobytes(), landmarks.source, landmarks.method, size_hw)
+            last = getattr(self, "_last_parts", None)
+            pm = last[1] if last is not None and last[0] == ck else face_part_map(landmarks, size_hw)
+            self._last_parts = (ck, pm)
+        else:
+            pm = face_part_map(landmarks, size_hw)
         if not (self.cfg.part_masks and pm.ok):
             return pm, ""
         rel = f"partmaps/{key}.png"

@@ -16,7 +16,6 @@ of that shard; its mask is the ``mask_png`` of row 17 of ``rec-00003.parquet``) 
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import time
 from pathlib import Path
@@ -135,6 +134,7 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
         raise ConfigError(f"--format must be files, rec or wds, got {fmt!r}")
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
         raise ConfigError(f"--shard-size must be an integer >= 1, got {shard_size!r}")
+    cfg = dataclasses.replace(cfg, format=fmt, shard_size=shard_size)  # recorded in synth.json and the lock
     cfg.validate()
     out = Path(cfg.out).expanduser()
     if dask:
