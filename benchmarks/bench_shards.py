@@ -12,7 +12,8 @@ into --cache. Rows (each the best of --repeat runs unless stated):
   ``--bank 0`` (a new seed per repeat).
 * dataset: images/s of a DataLoader (batch 32, --workers, persistent workers, second pass = warm) over
   ``OccludedDataset`` vs the same DataLoader over the same source without occlusion (decode only).
-* dask (--dask): the same rec run with ``--dask local:2`` vs ``--jobs 1`` (cluster start included).
+* dask (--dask): the same rec run (``--bank 64``, --dask-shard-size) with ``--dask local:2`` vs ``--jobs 1``,
+  each in a fresh interpreter (cold bank and imports, cluster start included).
 """
 from __future__ import annotations
 
@@ -47,13 +48,23 @@ def bare_copy_into_shard(src: Path, keys: list[str], out: Path) -> None:
             fh.write(frame(pack(IRHeader(0, 0.0, i, 0), buf.tobytes())))
 
 
-def synth_rec(src: Path, out: Path, bank: int, seed: int, jobs: int = 1, dask: str | None = None) -> None:
+def synth_rec(src: Path, out: Path, bank: int, seed: int, jobs: int = 1, dask: str | None = None,
+              shard_size: int = 1000) -> None:
     from occbench.synth.pipeline import SynthConfig
     from occbench.synth.sharded import run_synth_sharded
 
     cfg = SynthConfig(src=str(src), out=str(out), landmarks="template", scales=(1.0, 1.5, 2.0), bank=bank,
                       seed=seed, jobs=jobs, overwrite=True)
-    run_synth_sharded(cfg, "rec", 1000, dask=dask, progress=False)
+    run_synth_sharded(cfg, "rec", shard_size, dask=dask, progress=False)
+
+
+def fresh_process(src: Path, out: Path, bank: int, seed: int, jobs: int, dask: str | None, shard_size: int) -> None:
+    """synth_rec in a new interpreter: nothing drawn before (a cold bank), as a real run starts."""
+    import subprocess
+
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); from bench_shards import synth_rec; "
+            f"synth_rec({str(src)!r}, __import__('pathlib').Path({str(out)!r}), {bank}, {seed}, {jobs}, {dask!r}, {shard_size})")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 class Plain:
@@ -96,6 +107,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "occbench-bench-aligned")
     ap.add_argument("--dask", action="store_true")
+    ap.add_argument("--dask-shard-size", type=int, default=250)
     ap.add_argument("--skip", default="", help="comma list of rows to skip: rec,dataset")
     a = ap.parse_args(argv)
     lfw = REALDATA / "lfw-guesswho" / "lfw"
@@ -138,11 +150,11 @@ def main(argv=None) -> int:
                           f"--bank {bank}: first pass {o_cold:.0f} img/s ({o_cold / p_cold:.3f}x), second pass "
                           f"{o_warm:.0f} img/s = {o_warm / p_warm:.3f}x", flush=True)
         if a.dask:
-            for r in range(a.repeat):
-                w1, _ = timed(lambda: synth_rec(src, tmp / "j1", 64, 0))
-                wd, _ = timed(lambda: synth_rec(src, tmp / "dk", 64, 0, dask="local:2"))
-                print(f"[{r}] rec --bank 64: --jobs 1 {n / w1:.0f} img/s (warm process), --dask local:2 "
-                      f"{n / wd:.0f} img/s (cluster start + cold workers included) = {w1 / wd:.3f}x", flush=True)
+            for r in range(a.repeat):  # both in a fresh process (cold bank, imports), same shard size
+                w1, _ = timed(lambda: fresh_process(src, tmp / "j1", 64, 0, 1, None, a.dask_shard_size))
+                wd, _ = timed(lambda: fresh_process(src, tmp / "dk", 64, 0, 1, "local:2", a.dask_shard_size))
+                print(f"[{r}] rec --bank 64, shard size {a.dask_shard_size}, fresh processes: --jobs 1 {n / w1:.0f} img/s, "
+                      f"--dask local:2 {n / wd:.0f} img/s (cluster start included) = {w1 / wd:.3f}x", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

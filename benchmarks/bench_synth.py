@@ -189,7 +189,7 @@ def floor(src: Path, keys: list[str], tmp: Path, repeat: int) -> dict:
 def breakdown(src: Path, keys: list[str], bank: int) -> None:
     """Per-image time of each stage of the aligned synth, single process."""
     from occbench.io.images import decode_rgb, encode
-    from occbench.synth.occluders import create_occluder, list_occluders
+    from occbench.synth.occluders import create_occluder, default_occluders
     from occbench.synth.pipeline import FaceFrame, encode_mask_png, occlusion_labels
     from occbench.face.landmarks import create_landmarker
 
@@ -210,7 +210,7 @@ def breakdown(src: Path, keys: list[str], bank: int) -> None:
     imgs = stage("decode", decode_rgb, datas)
     tl = create_landmarker("template")
     lms = stage("landmarks (template)", lambda im: tl.detect(im).landmarks, imgs)
-    occ = {n: create_occluder(n) for n in list_occluders()}
+    occ = {n: create_occluder(n) for n in default_occluders()}
     pairs = list(zip(imgs, lms))
     for n, o in occ.items():
         seeds = iter(range(1000, 1000 + len(pairs)))  # a new look per image: nothing cached helps

@@ -71,6 +71,7 @@ def without_list(run, args, out: Path) -> str:
         "| MFR2, real masks | " + " | ".join(pct(real) for _ in SCALES) + " |",
         "| LFW, synthetic mask on the second image | " + " | ".join(pct(a) for a in synth) + " |", "",
         "Scale at which they meet: " + (f"s = {meet:.2f}" if meet is not None else
+                                         "n/a: equal at several scales" if synth.count(real) > 1 else
                                          f"none within {SCALES[0]:g}-{SCALES[-1]:g}")])
 
 

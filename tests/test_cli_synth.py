@@ -159,3 +159,23 @@ def test_synth_bank_option(runner, src, tmp_path):
     assert {json.loads(p)["bank_index"] for p in ok["params"]} <= {0, 1, 2}
     bad = runner.invoke(cli, ["synth", "--src", str(src), "--out", str(tmp_path / "x"), "--bank", "-2"])
     assert bad.exit_code == 2 and "--bank" in bad.output
+
+
+def test_every_command_has_examples_and_every_option_a_help_text():
+    # qa-h: `occbench realism --help` listed --epochs with no help text
+    import click
+
+    for name, cmd in cli.commands.items():
+        assert "Example" in (cmd.help or ""), f"`occbench {name} --help` has no example"
+        bare = [p.opts[0] for p in cmd.params if isinstance(p, click.Option) and not p.hidden and not p.help]
+        assert not bare, f"`occbench {name}` options without help: {bare}"
+
+
+def test_preview_takes_o_like_leaderboard(runner, src, tmp_path):
+    # qa-h: `occbench preview OUT -o sheet.png` was "No such option '-o'" (leaderboard takes -o)
+    out = tmp_path / "out"
+    assert runner.invoke(cli, ["synth", "--src", str(src), "--out", str(out), "--limit", "2",
+                               "--no-progress"]).exit_code == 0
+    res = runner.invoke(cli, ["preview", str(out), "-o", str(tmp_path / "s.png"), "--n", "2"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -434,3 +434,18 @@ def test_one_overall_progress_bar(gen_run, tmp_path, capsys):
     done, total = map(int, re.search(r"(\d+)/(\d+)", frames[-1]).groups())
     assert done == total > 0 and "100%" in frames[-1] and "<" in frames[-1]  # elapsed<remaining
     assert not any(f.startswith(("landmarks", "synth", "embed", "align")) for f in frames)
+
+
+def test_clean_embeddings_shared_between_protocols_on_the_same_images(gen_run, tmp_path):
+    """lfw and lfw-occ use the same clean images: the second protocol reuses the clean embeddings."""
+    from occbench.bench.evaluate import EvalConfig, run_eval
+
+    (tmp_path / "gen-clean.yaml").write_text("include: pairs.yaml\nname: gen-clean\ndescription: clean only\n"
+                                             "landmarks: {method: template}\n")
+    rec = TinyRecognizer()
+    res = run_eval(EvalConfig(model=rec, protocol=tmp_path / "gen-clean.yaml", pairs=gen_run["pairs"],
+                              data_root=gen_run["data"], out=None, cache_dir=gen_run["base"] / "cache", plots=False),
+                   progress=False)
+    assert res.protocol["hash"] != gen_run["res"]["protocol"]["hash"]
+    assert res.cache["embedding_hits"] == 1 and rec.calls == 0  # nothing embedded again
+    assert res.variant("clean").metrics == gen_run["res"]["variants"]["clean"]["metrics"]

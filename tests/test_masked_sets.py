@@ -93,6 +93,27 @@ def test_mfr2_missing_data_says_what_it_is(tmp_path):
     assert "mfr2/<Name>/<Name>_NNNN.png" in msg and "pairs.txt" in msg
 
 
+@pytest.mark.parametrize("name", ["calfw", "cplfw-mask"])
+def test_missing_image_folder_lists_every_place_looked(tmp_path, name):
+    # qa-h: the message read "image folder A nor B nor C nor D not found"
+    with pytest.raises(DataNotFoundError) as e:
+        load_task(load_protocol(name), tmp_path)
+    msg = str(e.value)
+    assert msg.startswith("no image folder found (looked for ") and " nor " not in msg
+    for cand in load_protocol(name).data["images"]:
+        assert str(tmp_path / cand) in msg
+
+
+@pytest.mark.parametrize("name", ["bin", "bin-mask"])
+def test_bin_protocol_without_bin_says_what_to_pass(tmp_path, name):
+    # qa-h: the message ended "bin-mask expects its data files; pass --data-root or --bin"
+    with pytest.raises(DataNotFoundError) as e:
+        load_task(load_protocol(name), tmp_path)
+    msg = str(e.value)
+    assert msg.startswith(f"protocol {name!r} needs --bin FILE: an insightface verification .bin")
+    assert "its data files" not in msg and "--data-root" not in msg
+
+
 @pytest.mark.parametrize("style", ["calfw", "cplfw"])
 def test_calfw_cplfw_published_layouts(tmp_path, faces, style):
     info = write_calfw(tmp_path, faces, n_pairs=40, style=style)
@@ -204,6 +225,17 @@ def test_meeting_scale_and_table():
     assert doctest.testmod(MK, raise_on_error=True).failed == 0
 
 
+def test_meeting_scale_is_n_a_when_the_curves_tie_over_a_stretch():
+    # qa-h: with 100 % everywhere (a small MFR2 run) the table said "s = 0.80", the first of three tied scales
+    assert MK.meeting_scale([0.8, 1.0, 1.2], [1.0, 1.0, 1.0], 1.0) is None
+    assert MK.meeting_scale([0.8, 1.0, 1.2], [0.9, 0.9, 0.6], 0.9) is None
+    assert MK.meeting_scale([0.8, 1.0, 1.2], [0.95, 0.9, 0.85], 0.9) == pytest.approx(1.0)  # one tie: a point
+    real = {"masked-masked": {"n_pairs": 3, "accuracy": 1.0}}
+    t = MK.real_vs_synthetic(real, {s: {"unmasked-unmasked": {"accuracy": 1.0}} for s in (0.8, 1.0, 1.2)})
+    assert t["meeting"]["scale"] is None and "equals the real one at scales [0.8, 1.0, 1.2]" in t["meeting"]["note"]
+    assert "s = 0.80" not in MK.table_markdown(t)
+
+
 # ------------------------------------------------------------------------------ all-to-all
 
 
@@ -301,3 +333,18 @@ def test_real_vs_synthetic_example_on_the_standin(tmp_path, faces, monkeypatch):
     assert "| pair type | pairs | real masks | synthetic s=0.8 | synthetic s=1.0 | synthetic s=1.2 |" in md
     table = __import__("json").loads((out / "real_vs_synthetic.json").read_text())
     assert sum(r["n_pairs"] for r in table["rows"] if r["pair_type"] != "all") == 40
+
+
+def test_real_vs_synthetic_example_without_list_says_n_a_on_a_tie(tmp_path, monkeypatch):
+    # qa-h: equal accuracy at every scale printed "none within 0.8-1.2", as if the curves never met
+    import collections
+    import types
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "examples"))
+    import mfr2_real_vs_synthetic as ex
+
+    every = collections.defaultdict(lambda: {"metrics": {"accuracy": 1.0}})
+    run = lambda protocol, root: {"variants": every}  # noqa: E731 - every variant at 100 %
+    args = types.SimpleNamespace(lfw_root=tmp_path, data_root=tmp_path)
+    md = ex.without_list(run, args, tmp_path)
+    assert "Scale at which they meet: n/a: equal at several scales" in md and "none within" not in md

@@ -545,3 +545,14 @@ def test_render_gives_straight_colours_of_the_layer():
     seen = alpha > 0.05
     assert np.allclose(rgb[seen] * alpha[seen][:, None], prem[seen], atol=0.01)
     assert rgb.max() <= 255 and np.all(rgb[alpha == 0] == 0)
+
+
+def test_region_occluders_are_opt_in():
+    """FROM's fixed regions are registered but never drawn by a run that names no occluders."""
+    from occbench.synth.occluders import default_occluders
+    from occbench.synth.pipeline import SynthConfig, resolve_occluders
+
+    regions = [n for n in ALL if n.startswith("region_")]
+    assert regions and not set(regions) & set(default_occluders())
+    assert set(default_occluders()) == set(ALL) - set(regions)
+    assert resolve_occluders(SynthConfig(src="x", out="y")) == tuple(default_occluders())

@@ -149,6 +149,8 @@ def test_resume_redoes_only_broken_shards(runs, tmp_path):
     raw[100] ^= 0xFF
     shard.write_bytes(bytes(raw))  # same size, other content: caught by the SHA-256
     (out / sh.SHARD_DIR / "rec-00002.done.json").unlink()  # killed before its done record
+    (out / sh.SHARD_DIR / ".rec-00003.parquet.k1ll3d.tmp").write_bytes(b"PAR1")  # killed mid-write
+    (out / ".train.rec.k1ll3d.tmp").write_bytes(b"x")
     s = run_synth_sharded(cfg, "rec", 4, progress=False)
     assert s.resumed == 13 - 8 and s.processed == 8
     assert _files(out) == _files(outs["rec", 1])

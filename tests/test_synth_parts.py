@@ -96,3 +96,15 @@ def test_part_masks_need_files_format(tmp_path):
     # runs without part maps keep their recipe (and so their fingerprint) as before
     assert "part_masks" not in SynthConfig(src="x", out=str(tmp_path)).recipe()
     assert SynthConfig(src="x", out=str(tmp_path), part_masks=True).recipe()["part_masks"] is True
+
+
+def test_preview_parts_on_a_run_without_part_masks_says_how_to_get_them(tmp_path):
+    # qa-h: --parts on such a run used to write a sheet of "no part map" placeholders and exit 0
+    write_faces(tmp_path / "src", 2)
+    out = tmp_path / "occ"
+    run_synth(SynthConfig(src=str(tmp_path / "src"), out=str(out), occluders=("sunglasses",)), progress=False)
+    res = CliRunner().invoke(cli, ["preview", str(out), "--parts", "--out", str(tmp_path / "p.png")])
+    assert res.exit_code == 1 and "without --part-masks" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "p.png").exists()
+    res = CliRunner().invoke(cli, ["preview", str(out), "--out", str(tmp_path / "p.png")])
+    assert res.exit_code == 0, res.output

@@ -437,3 +437,12 @@ def test_rerun_after_out_was_deleted_reuses_workers_safely(faces, tmp_path):
     shutil.rmtree(out)
     again = run_synth(_cfg(faces, out, jobs=2), progress=False)
     assert again.status_counts == first.status_counts and tree_bytes(out) == before
+
+
+def test_summary_rate_says_n_a_when_nothing_was_processed():
+    # qa-h: a fully resumed run printed "processed 0 images in 1.1 s (0.0 images/s)"
+    from occbench.synth.pipeline import SynthSummary
+
+    done = SynthSummary(out="o", n_images=5, resumed=5, processed=0, elapsed_s=1.1).format()
+    assert "0.0 images/s" not in done and "processed 0 images in 1.1 s (rate n/a: nothing left to process)" in done
+    assert "(2.0 images/s)" in SynthSummary(out="o", n_images=4, processed=4, elapsed_s=2.0).format()

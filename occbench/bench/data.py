@@ -104,7 +104,9 @@ def _find_file(protocol: Protocol, root: Path, field_name: str) -> Path:
         return Path(protocol.overrides[field_name])
     cands = _as_list(protocol.data.get(field_name))
     if not cands:
-        raise DataNotFoundError(f"protocol {protocol.name!r} needs --{field_name} FILE. {protocol.expects(str(root))}")
+        hint = ("an insightface verification .bin such as lfw.bin, cfp_fp.bin or agedb_30.bin"
+                if protocol.data.get("format") == "bin" else protocol.expects(str(root)))  # a .bin is all it needs
+        raise DataNotFoundError(f"protocol {protocol.name!r} needs --{field_name} FILE: {hint}")
     for rel in cands:
         p = paths.safe_join(root, rel)
         if p.is_file():
@@ -119,8 +121,10 @@ def _images_dir(protocol: Protocol, root: Path) -> Path:
         d = paths.safe_join(root, rel)
         if d.is_dir():
             return d
-    tried = " nor ".join(str(Path(root) / c) for c in cands)  # as typed, like expects()
-    raise DataNotFoundError(f"image folder {tried} not found. {protocol.expects(str(root))}")
+    tried = [str(Path(root) / c) for c in cands]  # as typed, like expects()
+    what = f"image folder {tried[0]} not found" if len(tried) == 1 else \
+        f"no image folder found (looked for {', '.join(tried)})"
+    raise DataNotFoundError(f"{what}. {protocol.expects(str(root))}")
 
 
 def _file_identity(p: Path) -> dict:

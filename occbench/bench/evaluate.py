@@ -214,9 +214,11 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
                 sources.append(None)
         bar.stage("clean: embed", 1, n_sets)
         emb_sets: dict[str, EmbSet] = {
-            "clean": embed_set("clean", recognizer, keys, sources, al.reasons, al.stages, al.ms, cache, phash,
-                               canonical_json(task.identity) + lms.inputs_digest(), cfg.batch_size, num_workers,
-                               tick=bar.tick)}
+            # keyed by content (keys, data files, landmarks, image stamps, alignments), not by protocol:
+            # protocols over the same images (lfw, lfw-occ) embed the clean set once
+            "clean": embed_set("clean", recognizer, keys, sources, al.reasons, al.stages, al.ms, cache,
+                               "clean-by-content", canonical_json(task.identity) + lms.inputs_digest(),
+                               cfg.batch_size, num_workers, tick=bar.tick)}
         p_idx = np.array([key_index[k] for k in pkeys], np.int64)
         for i_set, v in enumerate(set_specs, start=2):
             name = set_name(v)

@@ -84,12 +84,15 @@ def accuracy_by_pair_type(scores, labels, folds, types) -> dict[str, dict]:
 
 
 def meeting_scale(scales, synthetic, real: float) -> float | None:
-    """First scale where the piecewise-linear synthetic curve equals ``real`` (None if it never does)."""
+    """First scale where the piecewise-linear synthetic curve equals ``real``; None if it never does, or if
+    it equals ``real`` at two neighbouring scales (a flat stretch has no single meeting point)."""
     sc = np.asarray(scales, np.float64)
     acc = np.asarray(synthetic, np.float64)
     order = np.argsort(sc)
     sc, acc = sc[order], acc[order]
     d = acc - real
+    if np.any((d[1:] == 0) & (d[:-1] == 0)):
+        return None
     for i in range(len(sc)):
         if d[i] == 0:
             return float(sc[i])
@@ -120,7 +123,11 @@ def real_vs_synthetic(real: dict[str, dict], synthetic: dict[float, dict[str, di
         meet["note"] = "n/a: needs masked-masked and unmasked-unmasked pairs"
     else:
         meet["scale"] = meeting_scale(scales, uu, real["masked-masked"]["accuracy"])
-        if meet["scale"] is None:
+        ties = [s for s, a in zip(scales, uu) if a == real["masked-masked"]["accuracy"]]
+        if meet["scale"] is None and len(ties) > 1:
+            meet["note"] = (f"n/a: synthetic accuracy equals the real one at scales {ties}, so they do not meet at "
+                            "one scale (more pairs would separate them)")
+        elif meet["scale"] is None:
             side = "above" if uu[0] > real["masked-masked"]["accuracy"] else "below"
             meet["note"] = f"n/a: synthetic accuracy stays {side} the real one over scales {scales}"
     return {"scales": scales, "rows": rows, "meeting": meet}

@@ -27,7 +27,8 @@ def _names(ctx, param, value):
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=Path("realism.json"),
               show_default=True, help="JSON result (config, splits, every row, the images where no face was found).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Splits, occluder draws and training.")
-@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Training passes over the training split of each model.")
 @click.option("--crop", type=click.IntRange(16, 112), default=48, show_default=True,
               help="Classifier input size (aligned 112x112 face, downsampled).")
 @click.option("--scale", type=click.FloatRange(min=0.1), default=1.0, show_default=True,

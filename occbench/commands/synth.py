@@ -160,9 +160,11 @@ def synth(src, out, landmarks, landmarks_file, occluders, occluders_dir, placeme
 def _list_occluders(ctx):
     from ..synth import occluders as occ
 
+    default = set(occ.default_occluders())
     for name in occ.list_occluders():
         o = occ.create_occluder(name)
-        click.echo(f"{name}\t{getattr(o, 'category', '')}")
+        opt_in = "" if name in default else "\topt-in (only when named)"
+        click.echo(f"{name}\t{getattr(o, 'category', '')}{opt_in}")
     ctx.exit(0)
 
 
@@ -196,7 +198,7 @@ def patterns(k, out):
 
 @click.command(context_settings=_CTX)
 @click.argument("run_dir", metavar="OUT", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("--out", "dest", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "-o", "dest", type=click.Path(dir_okay=False, path_type=Path),
               help="PNG to write [default: OUT/preview.png].")
 @click.option("--n", "n", type=click.IntRange(min=1, max=1000), default=24, show_default=True,
               help="Number of samples.")

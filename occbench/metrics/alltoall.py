@@ -321,7 +321,7 @@ def _point(t: float, n_imp: int, n_gen: int, gen: np.ndarray, top: np.ndarray, k
     need = impostors_needed(t)
     if k is None:
         return AllToAllPoint(t, False, None, None, None, None, need,
-                             f"n/a: FAR {t:g} needs >= {need} impostor pairs, have {n_imp}")
+                             f"n/a: only {n_imp:,} impostor pairs, so FAR {t:g} cannot be measured (needs ≥ {need:,})")
     if n_gen == 0:
         return AllToAllPoint(t, False, None, None, None, None, need, "n/a: no genuine pairs")
     # the (c+1)-th highest impostor score: every impostor above the floor is kept, and at least k

@@ -266,7 +266,8 @@ class SynthSummary:
         return dataclasses.asdict(self)
 
     def format(self) -> str:
-        rate = self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        rate = (f"{self.processed / self.elapsed_s:.1f} images/s" if self.processed and self.elapsed_s > 0
+                else "rate n/a: nothing left to process")
         lines = [f"{self.n_images} images -> {self.n_rows} rows ({len(self.variants)} variant"
                  f"{'s' if len(self.variants) != 1 else ''}) in {self.out}"]
         if self.resumed:
@@ -276,7 +277,7 @@ class SynthSummary:
         if self.crashed:
             lines.append(f"  crashed: a worker process crashed on {self.crashed} image"
                          f"{'s' if self.crashed != 1 else ''} (error rows)")
-        lines.append(f"  processed {self.processed} images in {self.elapsed_s:.1f} s ({rate:.1f} images/s)")
+        lines.append(f"  processed {self.processed} images in {self.elapsed_s:.1f} s ({rate})")
         lines.append("  status: " + ", ".join(f"{s} {self.status_counts.get(s, 0)}"
                                                for s in ("ok", "clean", "noface", "error")))
         for reason, n in sorted(self.reason_counts.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -311,7 +312,7 @@ def resolve_occluders(cfg: SynthConfig) -> tuple[str, ...]:
         loaded = occ.load_occluder_dir(cfg.occluders_dir)
         extra = [getattr(o, "name", o) for o in (loaded or [])]
     if cfg.occluders is None:
-        names = tuple(dict.fromkeys(list(occ.list_occluders()) + [str(n) for n in extra]))
+        names = tuple(dict.fromkeys(list(occ.default_occluders()) + [str(n) for n in extra]))
     else:
         names = cfg.occluders
     if not names:

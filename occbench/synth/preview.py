@@ -1,6 +1,7 @@
 """Contact sheets of a synth run: original | occluded | mask overlay, with a caption per sample."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def contact_sheet(out: str | os.PathLike, n: int = 24, variant: str | None = Non
         raise ConfigError(f"n must be >= 1, got {n}")
     out = Path(out)
     df = read_manifest(out)
+    if parts:
+        _require_part_maps(out)
     rows = sample_rows(df, n, variant, seed)
     source = _open_source_of(out)
     cells = []
@@ -111,6 +114,18 @@ def contact_sheet(out: str | os.PathLike, n: int = 24, variant: str | None = Non
         y, x = GAP + r * (ch + GAP), GAP + col * (cw + GAP)
         sheet[y:y + ch, x:x + cw] = c
     return sheet
+
+
+def _require_part_maps(out: Path) -> None:
+    """--parts on a run made without --part-masks would only show placeholders: say how to get maps."""
+    meta = out / "synth.json"
+    try:
+        made_with = json.loads(meta.read_text()).get("config", {}).get("part_masks")
+    except (OSError, ValueError):
+        return  # no readable synth.json: show what the manifest has
+    if not made_with:
+        raise ConfigError(f"{out} was synthesized without --part-masks, so it has no part maps to show: "
+                          "drop --parts, or rerun `occbench synth` with --part-masks into a new --out")
 
 
 def _part_tile(out: Path, row, occ: np.ndarray) -> np.ndarray:

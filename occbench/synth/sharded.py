@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import ConfigError, DataNotFoundError, OccbenchError, OutputWriteError
 from ..io import shards as sh
-from ..io.atomic import output_error
+from ..io.atomic import output_error, sweep_temp_files
 from . import pipeline as pl
 
 SHARD_OUTPUTS = (sh.SHARD_DIR, sh.INDEX_FILE, "train.rec", "train.idx", "property", "train.parquet")
@@ -167,6 +167,9 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
                     shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
             pl._prepare_out(out, lock, cfg.overwrite)
             (out / sh.SHARD_DIR).mkdir(parents=True, exist_ok=True)
+            # temp files of writes a killed run left (its workers are gone: the run lock is ours)
+            sweep_temp_files(out / sh.SHARD_DIR)
+            sweep_temp_files(out)
         except OSError as e:
             raise output_error(e, out, pl._RESUME_HINT) from None
         labels = label_map(i for _, i in pairs)

@@ -21,7 +21,7 @@ from .rgba import FRAME_POINTS, read_asset_dir
 
 __all__ = ["OCCLUDERS", "FAMILIES", "CATEGORIES", "PLACEMENTS", "ALPHA_OCCLUDED", "MIN_SIDE_PX", "FRAME_POINTS",
            "Occluder", "OcclusionResult", "Part", "OccluderFactory", "create_occluder", "shared_occluder",
-           "list_occluders", "load_occluder_dir"]
+           "list_occluders", "default_occluders", "load_occluder_dir"]
 
 
 def create_occluder(name: str, **overrides) -> Occluder:
@@ -46,6 +46,12 @@ def shared_occluder(name: str, **overrides) -> Occluder:
 
 def list_occluders(pattern: str = "*") -> list[str]:
     return OCCLUDERS.names(pattern)
+
+
+def default_occluders() -> list[str]:
+    """The occluders a run draws from when it names none: every registered one except opt-in families
+    (YAML files with ``default: false``, e.g. the fixed face-frame regions of FROM's region test)."""
+    return [n for n in OCCLUDERS.names("*") if getattr(OCCLUDERS.get(n), "in_default", True)]
 
 
 def load_occluder_dir(path) -> list[str]:

@@ -7,6 +7,8 @@ Each YAML file at the top of the ``occluders`` resource folder holds::
         family: <a registered family, e.g. surgical_mask>
         category: <mask|respirator|glasses|sunglasses|scarf|hand|hat|block|rgba>
         <family parameters...>
+    default: false   # optional, top level: these occluders are opt-in (named with --occluders or by a
+                     # protocol), never drawn by a run that does not name its occluders
 
 ``create_occluder(name, **overrides)`` builds the family with the YAML parameters, each top-level
 key replaced by an override of the same name (no deep merge: pass a full ``jitter`` mapping).
@@ -35,6 +37,7 @@ class OccluderFactory:
     category: str
     config: dict = field(default_factory=dict)
     source: str = ""
+    in_default: bool = True  # drawn by runs that do not name their occluders
 
     def __call__(self, **overrides) -> Occluder:
         cfg = copy.deepcopy(self.config)
@@ -71,6 +74,9 @@ def load_definitions(folder: Path) -> list[str]:
     for path in sorted(Path(folder).glob("*.yaml")):
         doc = read_yaml(path)
         entries = doc["occluders"]
+        in_default = doc.get("default", True)
+        if not isinstance(in_default, bool):
+            raise ConfigError(f"{path}: 'default' must be true or false")
         if not isinstance(entries, dict):
             raise ConfigError(f"{path}: 'occluders' must map names to definitions")
         for name, spec in entries.items():
@@ -79,7 +85,7 @@ def load_definitions(folder: Path) -> list[str]:
             spec = dict(spec)
             fam, cat = spec.pop("family"), spec.pop("category")
             FAMILIES.get(fam)  # unknown family -> ConfigError with close matches
-            fac = OccluderFactory(str(name), fam, cat, spec, source=str(path))
+            fac = OccluderFactory(str(name), fam, cat, spec, source=str(path), in_default=in_default)
             try:
                 fac()  # validate now, so a bad edit fails at import with the file named
             except ConfigError as e:
