@@ -163,3 +163,18 @@ def test_overrides_are_checked(tmp_path):
     assert load_protocol("lfw").expects() == ("lfw expects DATA/lfw/<Name>/<Name>_NNNN.jpg and DATA/pairs.txt or "
                                               "DATA/pairs_view2_folds01-05.txt or DATA/lfw/pairs.txt; "
                                               "pass --data-root or --pairs")
+
+
+def test_a_file_that_is_not_a_protocol_is_one_clear_error(tmp_path):
+    # qa-h: `occbench protocols --show photo.jpg` (or `eval -p x.bin`) ended in a UnicodeDecodeError traceback
+    from click.testing import CliRunner
+
+    from occbench.cli import cli
+
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x87\x99")
+    (tmp_path / "pairs.csv").write_text("path1,path2,same\n")
+    for f, want in (("photo.jpg", "protocols are UTF-8 YAML text"), ("pairs.csv", "must be a YAML mapping"),
+                    (".", "is a folder")):
+        res = CliRunner().invoke(cli, ["protocols", "--show", str(tmp_path / f)])
+        assert res.exit_code == 1 and want in res.output and "Traceback" not in res.output, res.output
+        assert res.output.count("\n") == 1 and res.output.startswith("Error: ")

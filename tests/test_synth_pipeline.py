@@ -446,3 +446,21 @@ def test_summary_rate_says_n_a_when_nothing_was_processed():
     done = SynthSummary(out="o", n_images=5, resumed=5, processed=0, elapsed_s=1.1).format()
     assert "0.0 images/s" not in done and "processed 0 images in 1.1 s (rate n/a: nothing left to process)" in done
     assert "(2.0 images/s)" in SynthSummary(out="o", n_images=4, processed=4, elapsed_s=2.0).format()
+
+
+def test_same_options_but_changed_definitions_say_what_changed_and_what_to_do(faces, tmp_path):
+    # qa-h: after the region occluders became opt-in, rerunning an older default-occluder run said
+    # "(occluder or landmarker definitions changed). Rerun with the same options to resume it" - which it was
+    out = tmp_path / "o"
+    run_synth(_cfg(faces, out, limit=2), progress=False)
+    lock_path = out / ".synth" / "lock.json"
+    lock = json.loads(lock_path.read_text())
+    lock["occluders"] = {"old_thing": {}, **lock["occluders"]} if isinstance(lock["occluders"], dict) \
+        else ["old_thing", *lock["occluders"]]
+    lock["fingerprint"] = "0" * 16  # as an older occbench would have written it
+    lock_path.write_text(json.dumps(lock))
+    with pytest.raises(ConfigError) as e:
+        run_synth(_cfg(faces, out, limit=2), progress=False)
+    msg = str(e.value)
+    assert "occluders no longer drawn: old_thing" in msg and "pass --overwrite to redo it" in msg
+    assert "Rerun with the same options" not in msg

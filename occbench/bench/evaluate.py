@@ -313,7 +313,7 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
 
 def landmark_methods(lms, keys: list[str]) -> dict:
     """How the clean images of the variant got their landmarks: counts per landmark-chain step (the
-    landmarks table's ``method`` column: mesh, detection, template, file) and ``none`` for failures.
+    landmarks table's ``method`` column: mesh, mesh-crop, detection, template, file) and ``none`` for failures.
     Occluded images are aligned with their clean image's landmarks, so every variant has these counts."""
     from ..face.landmarks import method_of_source
 

@@ -79,8 +79,8 @@ def plot_roc(curves: dict, path: Path, title: str, modes: list[str]) -> Path:
             m = far > 0
             ax.plot(far[m], tar[m], linestyle=ls, lw=lw, color=colour, label=name)
         ax.set_xscale("log")
-        ax.set_xlim(left=max(1e-4, min((c[0][c[0] > 0].min() for c in curves.values() if (c[0] > 0).any()),
-                                       default=1e-4)), right=1.0)
+        left = max(1e-4, min((c[0][c[0] > 0].min() for c in curves.values() if (c[0] > 0).any()), default=1e-4))
+        ax.set_xlim(left=min(left, 0.1), right=1.0)  # a curve with FAR only at 1.0 must not collapse the axis
         ax.set_ylim(0, 1.01)
         ax.set_xlabel("false accept rate")
         ax.set_ylabel("true accept rate")

@@ -323,10 +323,14 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"protocol file {path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a protocol file: protocols are UTF-8 YAML text (see protocols/README.md)"
+                          ) from None
     except OSError as e:
         raise DataNotFoundError(f"cannot read protocol file {path}: {e}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"protocol file {path} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(f"{path} is not a protocol file: it must be a YAML mapping (name, kind, data, ...; see "
+                          f"protocols/README.md), got {type(data).__name__}")
     return data
 
 
@@ -567,6 +571,8 @@ def load_protocol(name_or_path: str | os.PathLike) -> Protocol:
     s = os.fspath(name_or_path)
     p = Path(s).expanduser()
     if s.endswith((".yaml", ".yml")) or os.sep in s or "/" in s:
+        if p.is_dir():
+            raise ConfigError(f"protocol file {s} is a folder: pass a protocol .yaml file or a protocol name")
         if not p.is_file():
             raise DataNotFoundError(f"protocol file {s} not found")
         return _from_file(p)

@@ -118,13 +118,18 @@ _HINTS = (
     ("needs both genuine and impostor", "the pairs (after --limit) must include both same and different pairs"),
     ("no mated probes", "the gallery must enrol some probe identities"),
     ("non-mated probes, so FPIR", "add non-mated probes (identities absent from the gallery)"),
-    ("impostor pairs, so FAR", "more impostor pairs: a larger --limit or the full pair list"),
+    ("impostor pairs, so FAR", "more impostor pairs: a larger --limit or none"),
 )
+# without --limit a larger --limit cannot help: say what can
+_UNLIMITED_HINTS = {"impostor pairs, so FAR": "a set with more impostor pairs; the note says how many this FAR "
+                                              "needs"}
 
 
-def _hint(note: str) -> str:
+def _hint(note: str, limited: bool = True) -> str:
     for needle, hint in _HINTS:
         if needle in note:
+            if not limited and needle in _UNLIMITED_HINTS:
+                hint = _UNLIMITED_HINTS[needle]
             return f" (hint: {hint})"
     return ""
 
@@ -191,8 +196,17 @@ def summary(res) -> str:
     for v in vs:
         for note in v.notes:
             notes.setdefault(note, []).append(v.name)
+    subset = res.protocol.get("subset") or {}
+    limited = bool(subset.get("limit", subset.get("limit_pairs")))
     for note, names in notes.items():
-        lines.append(f"note [{_name_list(names)}]: {note}{_hint(note)}")
+        lines.append(f"note [{_name_list(names)}]: {note}{_hint(note, limited)}")
+    for v in vs:  # --masked-list: accuracy by pair type (masked-unmasked, masked-masked, unmasked-unmasked)
+        pt = v.blocks.get("pair_types")
+        if pt:
+            parts = [f"{t} {d['n_pairs']:,} pairs " + (_fmt_metric("accuracy", d["accuracy"]) if d.get("accuracy")
+                                                      is not None else NA)
+                     for t, d in pt.items() if t != "all"]
+            lines.append(f"pair types [{v.name}] (accuracy %): " + ", ".join(parts))
     f = res.failures
     if f.get("n_images"):
         stages = ", ".join(f"{k} {n}" for k, n in f["by_stage"].items())
@@ -201,7 +215,7 @@ def summary(res) -> str:
                         else str(res.failure_policy or "")) + " (failures in the JSON lists them)")
     lm = _landmark_methods(res)
     if lm:
-        lines.append("landmarks by method: " + lm)
+        lines.append("landmarks by method (clean images): " + lm)
     t = res.timing
     lines.append("time: " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in t.items()))
     return "\n".join(lines)
@@ -240,10 +254,11 @@ def protocols_cmd(show):
         return
     prots = list_protocols()
     w = max(len(p.name) for p in prots) + 2
-    click.echo(f"{'name':<{w}}{'kind':<16}{'main score':<22}description")
-    for p in prots:
-        ms = f"{p.main_score['variant']} {p.main_score['metric']}"
-        click.echo(f"{p.name:<{w}}{p.kind:<16}{ms:<22}{p.description}")
+    scores = [f"{p.main_score['variant']} {p.main_score['metric']}" for p in prots]
+    m = max(len(t) for t in scores + ["main score"]) + 2
+    click.echo(f"{'name':<{w}}{'kind':<16}{'main score':<{m}}description")
+    for p, ms in zip(prots, scores):
+        click.echo(f"{p.name:<{w}}{p.kind:<16}{ms:<{m}}{p.description}")
 
 
 @click.command("leaderboard", context_settings=_CTX)

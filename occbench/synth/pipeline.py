@@ -882,9 +882,12 @@ def _prepare_out(out: Path, lock: dict, overwrite: bool) -> None:
         if started and (old is None or old.get("fingerprint") != lock["fingerprint"]):
             if not overwrite:
                 diff = _describe_diff(old, lock)
+                same_options = old is not None and old.get("recipe") == lock.get("recipe")
+                todo = ("The same options now make a different run (occbench or its occluder / landmark "
+                        "definitions changed since): pass --overwrite to redo it" if same_options else
+                        "Rerun with the same options to resume it, pass --overwrite to replace it")
                 raise ConfigError(f"--out {out} holds a synth run with a different configuration ({diff}). "
-                                  "Rerun with the same options to resume it, pass --overwrite to replace it, "
-                                  "or choose another --out")
+                                  f"{todo}, or choose another --out")
             for name in MANAGED:
                 p = out / name
                 if name == STATE_DIR:  # everything but the locks
@@ -947,6 +950,15 @@ def _describe_diff(old: dict | None, new: dict) -> str:
         diffs.append(f"occbench version: {old.get('version')} -> {new.get('version')}")
     if old.get("layout") != new.get("layout"):
         diffs.append(f"output layout: {old.get('layout', 1)} -> {new.get('layout')}")
+    a, b = (list(old.get("occluders") or []), list(new.get("occluders") or []))  # names (list or dict keys)
+    if old.get("occluders") != new.get("occluders"):
+        gone, added = [n for n in a if n not in b], [n for n in b if n not in a]
+        names = lambda ns: ", ".join(ns[:4]) + (f" (+{len(ns) - 4} more)" if len(ns) > 4 else "")  # noqa: E731
+        diffs.append("; ".join(x for x in (f"occluders no longer drawn: {names(gone)}" if gone else "",
+                                            f"occluders added: {names(added)}" if added else "") if x)
+                     or "occluder definitions changed")
+    if old.get("landmarker") != new.get("landmarker"):
+        diffs.append("landmarker settings changed")
     if not diffs:
         diffs.append("occluder or landmarker definitions changed")
     return "; ".join(diffs[:5])
