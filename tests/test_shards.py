@@ -212,3 +212,23 @@ def test_cli_format_wds_then_its_shards_as_src(runs, tmp_path):
     assert len(m) == 12 and set(m.status) <= {"ok", "clean"}
     r = CliRunner().invoke(main, ["synth", "--src", str(src), "--out", str(tmp_path / "x"), "--dask", "local:2"])
     assert r.exit_code != 0 and "--format rec" in r.output
+
+
+def test_temp_files_of_a_worker_that_died_mid_shard_are_not_left_in_the_output(runs, tmp_path, monkeypatch):
+    """A worker killed while writing leaves `.x.tmp` in shards/; once its shard is redone elsewhere the run
+    must end with exactly the files of an uninterrupted run (the Dask kill test found this)."""
+    from occbench.synth import sharded
+
+    src, _, outs = runs
+    real = sharded.render_shard
+
+    def render_beside_a_dead_worker(spec, task, *a, **kw):
+        folder = Path(spec["out"]) / "shards"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f".{task['name']}.rec.deadbeef.tmp").write_bytes(b"half a shard")  # the dead worker's leftover
+        return real(spec, task, *a, **kw)
+
+    monkeypatch.setattr(sharded, "render_shard", render_beside_a_dead_worker)
+    out = tmp_path / "rec"
+    run_synth_sharded(_cfg(src, out, jobs=1), "rec", 4, progress=False)
+    assert _files(out) == _files(outs["rec", 1])

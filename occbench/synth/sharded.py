@@ -208,6 +208,9 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
             landmarker.close()
 
         try:
+            # every task has finished: temp files still in shards/ are those of workers that died mid-shard
+            # (their shards were redone elsewhere), so the output holds exactly what a one-process run writes
+            sweep_temp_files(folder)
             dones = []
             for t in tasks:
                 d = sh.verified_shard(folder, t["name"])
