@@ -41,7 +41,7 @@ def test_dask_local_cluster_with_a_killed_worker_is_byte_identical(tmp_path, mon
     from test_shards import _files
 
     src = tmp_path / "src"
-    write_faces(src, 16, 112, "jpg")
+    write_faces(src, 32, 112, "jpg")
     occ = tuple(list_occluders()[:3])
 
     def cfg(out, **kw):
@@ -59,7 +59,7 @@ def test_dask_local_cluster_with_a_killed_worker_is_byte_identical(tmp_path, mon
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and not killed:
                 busy = [w for w, tasks in client.processing().items() if tasks]
-                if busy and (tmp_path / "dask" / "shards" / "rec-00000.done.json").exists():
+                if busy:  # mid-run: a worker is rendering a shard (16 shards, so some are always left)
                     pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
@@ -71,5 +71,5 @@ def test_dask_local_cluster_with_a_killed_worker_is_byte_identical(tmp_path, mon
     monkeypatch.setattr(occ_dist, "_client", client_with_a_killer)
     s = run_synth_sharded(cfg(tmp_path / "dask"), "rec", 2, dask="local:2", progress=False)
     assert killed, "no worker was killed: the test did not exercise a retry"
-    assert s.processed == 16
+    assert s.processed == 32
     assert _files(tmp_path / "dask") == _files(tmp_path / "one")
