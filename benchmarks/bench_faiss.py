@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_search import make_gallery, make_probes  # noqa: E402
+from search_data import interleaved, load_line, make_gallery, make_probes, ratio_line, wall_cpu  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -52,22 +52,18 @@ def main(argv=None) -> int:
     def ours():
         return search(p, g, a.k, backend="faiss", device="cpu")
 
-    def timed(fn):
-        c, t = time.process_time(), time.perf_counter()
-        r = fn()
-        return r, time.perf_counter() - t, time.process_time() - c
+    last = {}
 
-    steps = {"faiss_direct": direct, "occbench_faiss": ours}
-    runs = {n: [] for n in steps}
+    def keep(name, fn):
+        def run():
+            last[name] = fn()
+        return run
+
     load0 = os.getloadavg()[0]
-    for rep in range(a.repeats):
-        for name in (list(steps) if rep % 2 == 0 else list(steps)[::-1]):
-            r, wall, cpu = timed(steps[name])
-            runs[name].append((wall, cpu))
-            if name == "occbench_faiss":
-                res = r
-            else:
-                d_scores, d_ids = r
+    timed = interleaved({"faiss_direct": keep("faiss_direct", direct), "occbench_faiss": keep("occbench_faiss", ours)},
+                        a.repeats, wall_cpu)
+    runs = {name: [(w, c) for _, w, c in ts] for name, ts in timed.items()}
+    res, (d_scores, d_ids) = last["occbench_faiss"], last["faiss_direct"]
     load1 = os.getloadavg()[0]
     same_set = float(np.mean([set(x) == set(y) for x, y in zip(res.topk.indices, d_ids)]))
     out = {"gallery": a.gallery, "probes": a.probes, "dim": a.dim, "k": a.k, "repeats": a.repeats,
@@ -77,12 +73,10 @@ def main(argv=None) -> int:
     for unit, col in (("wall", 0), ("cpu", 1)):
         rs = [o[col] / d[col] for o, d in zip(runs["occbench_faiss"], runs["faiss_direct"])]
         out[f"ratio_{unit}"] = rs
-        print(f"occbench --search faiss / FAISS direct, {unit}: median {np.median(rs):.3f}, "
-              f"range {min(rs):.3f}-{max(rs):.3f} ({len(rs)} runs)")
+        print(ratio_line(f"occbench --search faiss / FAISS direct, {unit}", rs))
     for name, ts in runs.items():
         print(f"  {name}: " + ", ".join(f"{w:.1f} s wall / {c:.1f} s CPU" for w, c in ts))
-    print(f"top-k sets equal to FAISS's on {same_set:.4f} of probes; "
-          f"(1-min load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} CPUs)")
+    print(f"top-k sets equal to FAISS's on {same_set:.4f} of probes; " + load_line(load0, load1))
     if a.approx:
         for backend in ("faiss-ivf", "faiss-hnsw"):
             t = time.perf_counter()

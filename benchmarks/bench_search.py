@@ -32,31 +32,12 @@ import numpy as np
 import torch
 
 from occbench.metrics import topk_search
-from occbench.metrics.identification import _DEFAULT_BLOCKS, _resolve_device, _rows
+from occbench.metrics.identification import _DEFAULT_BLOCKS, _resolve_device
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from search_data import interleaved, load_line, make_gallery, make_probes, ratio_line  # noqa: E402
 
 GiB = 1024 ** 3
-
-
-def make_gallery(n: int, dim: int, seed: int, chunk: int, out: np.ndarray | None = None) -> np.ndarray:
-    """(n, dim) float32 unit rows, generated and normalised chunk by chunk in place (no 2x copy)."""
-    g = np.empty((n, dim), np.float32) if out is None else out
-    rng = np.random.default_rng(seed)
-    for a in range(0, n, chunk):
-        blk = g[a:a + chunk]
-        rng.standard_normal(out=blk, dtype=np.float32)
-        blk /= np.linalg.norm(blk, axis=1, keepdims=True)
-    return g
-
-
-def make_probes(gallery: np.ndarray, n: int, seed: int, noise: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Half the probes are noisy copies of random gallery rows (returned as source, else -1)."""
-    rng = np.random.default_rng(seed + 1)
-    dim = gallery.shape[1]
-    src = np.where(np.arange(n) % 2 == 0, rng.integers(0, gallery.shape[0], size=n), -1)
-    p = rng.standard_normal((n, dim), dtype=np.float32) * np.float32(noise / np.sqrt(dim))
-    p[src >= 0] += gallery[src[src >= 0]]
-    p /= np.linalg.norm(p, axis=1, keepdims=True)
-    return p, src
 
 
 def rss_bytes() -> int:
@@ -97,15 +78,20 @@ def sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+def _bare_rows(x, a: int, b: int, dev: torch.device) -> torch.Tensor:
+    """Rows a:b as a float32 tensor on dev, the plain way (a view of an in-memory array; a memmap is read)."""
+    return torch.from_numpy(np.ascontiguousarray(x[a:b], dtype=np.float32)).to(dev)
+
+
 def bare_matmul(probes, gallery, pb: int, gb: int, dev: torch.device) -> None:
-    """The search's block loop without top-k / merging: the baseline."""
+    """The block loop without top-k / merging (torch.mm into one reused buffer): a floor."""
     with torch.inference_mode():
-        p_all = _rows(probes, 0, probes.shape[0], dev)
+        p_all = _bare_rows(probes, 0, probes.shape[0], dev)
         n_p, n_g = probes.shape[0], gallery.shape[0]
         buf = torch.empty(min(pb, n_p) * min(gb, n_g), dtype=torch.float32, device=dev)
         for g0 in range(0, n_g, gb):
             g1 = min(g0 + gb, n_g)
-            g_t = _rows(gallery, g0, g1, dev).T
+            g_t = _bare_rows(gallery, g0, g1, dev).T
             for p0 in range(0, n_p, pb):
                 p1 = min(p0 + pb, n_p)
                 torch.mm(p_all[p0:p1], g_t, out=buf[: (p1 - p0) * (g1 - g0)].view(p1 - p0, g1 - g0))
@@ -113,17 +99,17 @@ def bare_matmul(probes, gallery, pb: int, gb: int, dev: torch.device) -> None:
 
 
 def bare_matmul_topk(probes, gallery, k: int, pb: int, gb: int, dev: torch.device) -> None:
-    """A plain exact top-k search: the same block loop + torch.topk per block + a topk merge
-    (ties in arbitrary order, no finiteness checks): the usual hand-written implementation."""
+    """The best-known bare exact top-k search: the same block loop + torch.topk per block + a topk
+    merge of the running lists (ties in arbitrary order, no finiteness checks)."""
     with torch.inference_mode():
-        p_all = _rows(probes, 0, probes.shape[0], dev)
+        p_all = _bare_rows(probes, 0, probes.shape[0], dev)
         n_p, n_g = probes.shape[0], gallery.shape[0]
         best_s = torch.full((n_p, k), -torch.inf, device=dev)
         best_i = torch.full((n_p, k), -1, dtype=torch.int64, device=dev)
         buf = torch.empty(min(pb, n_p) * min(gb, n_g), dtype=torch.float32, device=dev)
         for g0 in range(0, n_g, gb):
             g1 = min(g0 + gb, n_g)
-            g_t = _rows(gallery, g0, g1, dev).T
+            g_t = _bare_rows(gallery, g0, g1, dev).T
             for p0 in range(0, n_p, pb):
                 p1 = min(p0 + pb, n_p)
                 sim = buf[: (p1 - p0) * (g1 - g0)].view(p1 - p0, g1 - g0)
@@ -216,10 +202,7 @@ def main(argv=None) -> int:
     steps = {"matmul": lambda: bare_matmul(probes, sub_g, pb, gb, dev),
              "matmul_topk": lambda: bare_matmul_topk(probes, sub_g, a.k, pb, gb, dev),
              "search": lambda: search(base_rows)}
-    runs = {name: [] for name in steps}
-    for rep in range(a.repeats):
-        for name in (list(steps) if rep % 2 == 0 else list(steps)[::-1]):
-            runs[name].append(timed(steps[name], dev))
+    runs = interleaved(steps, a.repeats, lambda fn: timed(fn, dev))
     base, sub = runs["matmul"][0], runs["search"][0]
 
     def ratios(num, den, field):
@@ -270,9 +253,9 @@ def main(argv=None) -> int:
     for den in ("matmul", "matmul_topk"):
         for unit in ("wall", "cpu"):
             rs = out[f"search_over_{den}_{unit}"]
-            print(f"ratio search / bare {den.replace('_', ' + ')} on the same {base_blocks}/{n_blocks} blocks, {unit}: "
-                  f"median {np.median(rs):.3f}, range {min(rs):.3f}-{max(rs):.3f} ({len(rs)} runs)")
-    print(f"(1-min load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} CPUs)")
+            print(ratio_line(f"ratio search / bare {den.replace('_', ' + ')} on the same {base_blocks}/{n_blocks} "
+                             f"blocks, {unit}", rs))
+    print(load_line(load0, load1))
     print(f"peak memory during search: +{full.rss_peak_above / 2**20:.0f} MiB RSS above start "
           f"(bare matmul loop: +{base.rss_peak_above / 2**20:.0f} MiB); "
           f"ru_maxrss {out['ru_maxrss_bytes'] / GiB:.2f} GiB (whole process, gallery included)"

@@ -19,6 +19,11 @@ floor" row does only what any synth must, the fastest way we know: read, decode,
 destination (same folder: a cheap rename; no occluder, labels or manifest) -- the ceiling for the
 ratio on this machine. It is measured in the same run as the copy baseline.
 A per-stage breakdown of the aligned run shows where the time goes.
+
+The "wild vs landmarker" row (#11) times the wild synth (MediaPipe landmarks, every occluder, scales
+1:0.5:2, --jobs 1, --bank 0 and --bank N warm) against MediaPipe's face mesh alone on the same images,
+called directly (read, cv2 decode, ``FaceMesh(static_image_mode=True, max_num_faces=4).process``),
+in the same run: ``--rows wild-landmarker`` runs only that row.
 """
 from __future__ import annotations
 
@@ -186,6 +191,43 @@ def floor(src: Path, keys: list[str], tmp: Path, repeat: int) -> dict:
     return runs[-1]
 
 
+def _mesh_alone(src: Path, keys: list[str]) -> int:
+    """The bare landmarker: read, decode (cv2) and MediaPipe face mesh on every image, nothing else."""
+    import cv2
+    from mediapipe.python.solutions import face_mesh
+
+    found = 0
+    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=4, refine_landmarks=False,
+                            min_detection_confidence=0.5) as mesh:
+        for k in keys:
+            bgr = cv2.imdecode(np.frombuffer((src / k).read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+            found += mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).multi_face_landmarks is not None
+    return found
+
+
+def wild_vs_landmarker(lfw: Path, keys: list[str], tmp: Path, repeat: int, bank: int) -> None:
+    """Wild synth (files, --jobs 1) vs MediaPipe's face mesh alone on the same images, same run.
+    --bank 0: a new seed per repeat; --bank N: the same seed, the first run (cold) then the best later one."""
+    from occbench.synth.pipeline import SynthConfig, run_synth
+
+    _mesh_alone(lfw, keys[:2])  # model load and graph start, paid once by both sides
+    for b in (0, bank):
+        runs = []
+        for r in range(repeat):
+            bw, bc = timed(lambda: _mesh_alone(lfw, keys))
+            cfg = SynthConfig(src=str(lfw), out=str(tmp / f"wl{b}_{r}"), keys=tuple(keys), landmarks="mediapipe",
+                              scales="1:0.5:2", bank=b, seed=0 if b else r)
+            sw, sc = timed(lambda: run_synth(cfg, progress=False))
+            shutil.rmtree(tmp / f"wl{b}_{r}", ignore_errors=True)
+            runs.append({"n": len(keys), "mesh_s": bw, "synth_s": sw, "ratio": bw / sw, "cpu_ratio": bc / sc})
+            print(f"wild vs landmarker --bank {b} [{r}] {len(keys)} images | mesh alone {len(keys) / bw:6.1f} img/s | "
+                  f"synth {len(keys) / sw:6.1f} img/s | ratio {bw / sw:.3f} (CPU {bc / sc:.3f}) | "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
+        best = max(runs[1:] if b and len(runs) > 1 else runs, key=lambda x: x["ratio"])
+        print(f"wild vs landmarker --bank {b}{' warm' if b else ''}: best ratio {best['ratio']:.3f} "
+              f"({'meets' if best['ratio'] >= 0.6 else 'is below'} the 0.6 target)", flush=True)
+
+
 def breakdown(src: Path, keys: list[str], bank: int) -> None:
     """Per-image time of each stage of the aligned synth, single process."""
     from occbench.io.images import decode_rgb, encode
@@ -248,6 +290,7 @@ def main(argv=None) -> int:
                                                           "first is 'cold', the best later one 'warm')")
     ap.add_argument("--bank", type=int, default=64, help="bank size of the second aligned row")
     ap.add_argument("--no-breakdown", action="store_true")
+    ap.add_argument("--rows", default="all", help="'all', or 'wild-landmarker' for that row only")
     args = ap.parse_args(argv)
 
     lfw = REALDATA / "lfw-guesswho" / "lfw"
@@ -259,6 +302,13 @@ def main(argv=None) -> int:
 
     all_keys = [it.key for it in open_source(str(lfw)).items()]
     tmp = Path(tempfile.mkdtemp(prefix="bench_synth_"))
+    if args.rows == "wild-landmarker":
+        try:
+            print(f"occbench {__version__}, cpus={os.cpu_count()}, load {os.getloadavg()[0]:.1f}")
+            wild_vs_landmarker(lfw, spread(all_keys, args.wild_n), tmp, args.repeat, args.bank)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return 0
     try:
         aligned_src = tmp / "aligned"
         t0 = time.perf_counter()
@@ -269,6 +319,7 @@ def main(argv=None) -> int:
         ab = compare(f"aligned bank{args.bank}", aligned_src, aligned, tmp, args.jobs, "template", args.repeat,
                      bank=args.bank, warm=True)
         compare("wild", lfw, spread(all_keys, args.wild_n), tmp, args.jobs, "mediapipe", args.repeat)
+        wild_vs_landmarker(lfw, spread(all_keys, args.wild_n), tmp, args.repeat, args.bank)
         # the same aligned run with a trivial occluder: what the engine itself costs (in-process only)
         from occbench.synth.occluders import OCCLUDERS
 

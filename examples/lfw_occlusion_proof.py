@@ -39,8 +39,9 @@ def evaluate(model: str, protocol: str, a, limit: int | None):
     return res
 
 
-TYPES = ["surgical_mask", "n95", "sunglasses", "eyeglasses", "scarf", "hand", "cap", "rgba_phone", "block_solid",
-         "free"]
+# occluder types as the protocol pins them (look 1: occbench 0.3.0's looks; occluders/README.md, "Looks")
+TYPES = ["surgical_mask_v1", "n95_v1", "sunglasses_v1", "eyeglasses_v1", "scarf_v1", "hand_v1", "cap_v1",
+         "rgba_phone_v1", "block_solid_v1", "free"]
 
 
 def headline_table(model_dir: Path, enrolled_only: bool = False) -> str:
@@ -67,8 +68,8 @@ def headline_table(model_dir: Path, enrolled_only: bool = False) -> str:
     rows = [("clean", "clean", "clean")]
     rows += [(f"all types, s={s}", f"N-O@s{s}", f"O-O@s{s}") for s in ("1.0", "1.5")]
     rows += [("all types, s=2.0 (headline)", "N-O", "O-O")]
-    rows += [(f"{t} s=2.0" if t != "free" else "free placement (FROM Alg. 1) s=2.0", f"N-O/{t}@s2.0", f"O-O/{t}@s2.0")
-             for t in TYPES]
+    rows += [(f"{t.removesuffix('_v1')} s=2.0" if t != "free" else "free placement (FROM Alg. 1) s=2.0",
+              f"N-O/{t}@s2.0", f"O-O/{t}@s2.0") for t in TYPES]
     out = ["| condition | N-O acc | O-O acc | N-O rank-1 (1:N) |", "|---|---:|---:|---:|"]
     for name, a, b in rows:
         out.append(f"| {name} | {get(occ, a, 'accuracy')} | {get(occ, b, 'accuracy')} | {get(ident, a, 'rank1')} |")

@@ -2,24 +2,26 @@
 
 Runs occbench's ``mediapipe`` landmarker (face mesh; where it finds no face, BlazeFace detection in
 its full / short / tiles passes, each detected face checked by re-running the mesh on a crop around
-it) on every image of ``../shared/realdata/rwmfd-masked`` (real photos of masked faces, no
-identities), then writes:
+it; where that leaves no face or a detection only one kind of pass found, BlazePose's person and
+BlazeFace on crops around its face) on every image of ``../shared/realdata/rwmfd-masked`` (real photos
+of masked faces, no identities), then writes:
 
 * ``OUT/landmarks.csv``: the landmarks table (one row per image: points, status, reason, source,
   method), the same table ``occbench synth`` / ``eval`` write;
 * ``OUT/enrolment.json``: counts per method and per detection pass, and the enrolment rate;
 * ``OUT/alignments.png`` (or ``--sheet FILE``): a contact sheet of ``--sample`` images aligned to the
-  112x112 ArcFace crop, each labelled with its method (M mesh, C mesh-crop, D detection; then the
-  detection pass: f full / full-padded, s short / short-padded, t tiles; "x" = judged wrong by eye,
-  with ``--judged``); the green dots are the found 5 points after the warp, the red crosses the
-  template's, so a good alignment shows them on top of each other and on the eyes, nose and mouth.
+  112x112 ArcFace crop, each labelled with its method (M mesh, C mesh-crop, D detection, P pose; then
+  the detection pass: f full / full-padded, s short / short-padded, t tiles, p crops around pose's
+  face; "x" = judged wrong by eye, with ``--judged``); the green dots are the found 5 points after
+  the warp, the red crosses the template's, so a good alignment shows them on top of each other and
+  on the eyes, nose and mouth.
 
     python examples/rwmfd_enrolment.py                       # -> results/rwmfd-enrolment/
     python examples/rwmfd_enrolment.py --sample 48 --sheet docs/rwmfd-alignments.png \
         --judged tests/rwmfd_judged_alignments.csv    # + how many alignments were judged right by eye
 
 ``--judged`` takes alignments judged by eye (``key, eye0_x_px, eye0_y_px, eye1_x_px, eye1_y_px,
-correct``): a found alignment matches a judged one when both eyes lie within 0.3 eye distances, and
+correct``, optionally ``judge``: who judged it): a found alignment matches a judged one when both eyes lie within 0.3 eye distances, and
 the summary counts, per method, the alignments judged right, wrong, or not judged.
 """
 from __future__ import annotations
@@ -151,15 +153,15 @@ def main(argv=None) -> int:
     n_det = min(len(det), a.sample - min(len(mesh), a.sample // 2))
     spread = lambda xs, k: [xs[int(i * len(xs) / k)] for i in range(k)] if k else []  # noqa: E731
     pick = spread(det, n_det) + spread(mesh, min(len(mesh), a.sample - n_det))
-    label = {"mesh": "M", "mesh-crop": "C", "detection": "D"}
+    label = {"mesh": "M", "mesh-crop": "C", "detection": "D", "pose": "P"}
     items = [(k.split("/")[-2] + "/" + k.split("/")[-1][:4] if "/" in k else k, img, five,
               ("x " if verdict.get(k) is False else "")  # judged wrong by eye
-              + label.get(m, m) + (src.split("/")[-1][0] if m != "mesh" else ""))
+              + label.get(m, m) + (src.split("/")[-1][0] if m not in ("mesh", "pose") else ""))
              for k, img, five, m, src in pick]
     sheet = a.sheet or a.out / "alignments.png"
     contact_sheet(items, a.cols, sheet)
     print(f"wrote {a.out / 'landmarks.csv'}, {a.out / 'enrolment.json'}, {sheet} "
-          f"(M = mesh, C = mesh-crop, D = detection; f/s/t = full / short / tiles pass)")
+          f"(M = mesh, C = mesh-crop, D = detection, P = pose; f/s/t/p = full / short / tiles / pose-crop pass)")
     return 0
 
 

@@ -23,6 +23,10 @@ DEFAULT_RETRIES = 3
 _LOCAL_ONLY_PREFIXES = ("/tmp", "/var/tmp", "/dev/shm", "/run/user")
 
 
+class WorkerDied(OccbenchError):
+    """A task's worker process died on every try (Dask's ``KilledWorker``): the task itself kills it."""
+
+
 class DaskTarget(NamedTuple):
     kind: str  # "local" | "remote"
     n_workers: int  # local only
@@ -121,6 +125,11 @@ def run_on_dask(spec: str | DaskTarget, fn: Callable, shared, tasks: list, *, re
             except OccbenchError:
                 raise
             except Exception as e:  # KilledWorker after too many deaths, a bug on a worker, ...
+                # KilledWorker: the task's worker died on every try; with client-side retries such a task
+                # can also come back cancelled ("already forgotten") once its workers are gone
+                if {c.__name__ for c in type(e).__mro__} & {"KilledWorker", "CancelledError"}:
+                    raise WorkerDied(f"a Dask task did not finish: its worker process died ({type(e).__name__}: "
+                                     f"{e}); rerun the same command to resume: finished shards are kept") from e
                 raise OccbenchError(f"a Dask task failed ({type(e).__name__}: {e}); rerun the same command to "
                                     "resume: finished shards are kept") from e
             results[index[fut.key]] = r

@@ -89,9 +89,9 @@ class OccludedDataset(torch.utils.data.Dataset):
     def _get_worker(self):
         key = (os.getpid(), self.epoch)
         if self._worker_key != key:  # one engine per process and epoch (bank looks follow the seed)
-            from .synth.sharded import _CaptureWorker
+            from .synth.sharded import _ArrayWorker
 
-            self._worker = _CaptureWorker(self._spec(), source=self._source, landmarker=pl.make_landmarker(self._cfg))
+            self._worker = _ArrayWorker(self._spec(), source=self._source, landmarker=pl.make_landmarker(self._cfg))
             self._worker_key = key
         return self._worker
 
@@ -111,9 +111,11 @@ class OccludedDataset(torch.utils.data.Dataset):
         rec = w.render(key, identity)
         row = rec["rows"][0]
         status = row["status"]
-        if status in ("ok", "clean"):
-            image = decode_rgb(w.captured[row["image"]])
-            mask = cv2.imdecode(np.frombuffer(w.captured[row["mask"]], np.uint8), cv2.IMREAD_GRAYSCALE)
+        if status in ("ok", "clean"):  # arrays where decoding would give them back (see _ArrayWorker)
+            image, mask = w.captured[row["image"]], w.captured[row["mask"]]
+            image = image if isinstance(image, np.ndarray) else decode_rgb(image)
+            mask = mask if isinstance(mask, np.ndarray) else \
+                cv2.imdecode(np.frombuffer(mask, np.uint8), cv2.IMREAD_GRAYSCALE)
             pattern = int(row["pattern"])
         elif status == "noface":
             image = decode_rgb(self._source.read_bytes(key))
@@ -128,5 +130,9 @@ class OccludedDataset(torch.utils.data.Dataset):
         if self.return_params:
             params = {f: row.get(f) for f in ("key", "status", "reason", "occluder", "scale", "seed", "area_frac",
                                               "cells", "params")} | {"epoch": self.epoch}
+            if isinstance(params["params"], dict):  # kept as a dict by the worker: the JSON synth writes
+                from .synth.manifest import to_json
+
+                params["params"] = to_json(params["params"])
             return out + (params,)
         return out

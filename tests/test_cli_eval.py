@@ -49,7 +49,8 @@ def test_eval_writes_results_plots_and_scores(lfw_eval):
         assert len(scores) == 20 and (scores["status"] == "ok").sum() == v["n_scored"]
     for kind in ("roc", "area", "cells"):
         assert (out / f"lfw-mini-occ.{kind}.png").stat().st_size > 10_000
-    assert sorted(d["files"]["plots"]) == sorted(f"lfw-mini-occ.{k}.png" for k in ("area", "cells", "roc"))
+    # parts: the face diagram of the pp lost per covered part (a part is covered in >= 20 pairs of a headline)
+    assert sorted(d["files"]["plots"]) == sorted(f"lfw-mini-occ.{k}.png" for k in ("area", "cells", "parts", "roc"))
     assert "N-O accuracy = " in r.output and f"wrote {out / 'lfw-mini-occ.json'}" in r.output
 
 
@@ -69,7 +70,7 @@ def test_protocols_command_lists_and_shows():
         assert name in r.output
     assert "N-O accuracy" in r.output and "N-O rank1" in r.output
     r = CliRunner().invoke(cli, ["protocols", "--show", "lfw-occ"])
-    assert r.exit_code == 0 and "name: N-O/surgical_mask@s2.0" in r.output and "synth_runs:" in r.output
+    assert r.exit_code == 0 and "name: N-O/surgical_mask_v1@s2.0" in r.output and "synth_runs:" in r.output
 
 
 def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):

@@ -93,7 +93,7 @@ def test_library_errors_become_clean_messages(runner, src, tmp_path):
     res = runner.invoke(cli, ["synth", "--src", str(src), "--out", str(tmp_path / "o"), "--occluders",
                               "surgical_msk", "--no-progress"])
     assert res.exit_code == 1
-    assert "Error: unknown occluder 'surgical_msk'. Did you mean: surgical_mask?" in res.output
+    assert "Error: unknown occluder 'surgical_msk'. Did you mean: surgical_mask" in res.output
     res = runner.invoke(cli, ["synth", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 1 and "Error: source" in res.output and "Traceback" not in res.output
 

@@ -134,7 +134,7 @@ def test_mask_variants_of_every_verification_set():
     for base in expected:
         p = load_protocol(f"{base}-mask")
         occ = p.occlusion
-        assert occ["occluders"] == ["surgical_mask", "n95", "cloth_mask"] and occ["scales"] == [1.0]
+        assert occ["occluders"] == ["surgical_mask_v1", "n95_v1", "cloth_mask_v1"] and occ["scales"] == [1.0]
         assert occ["modes"] == ["N-O"] and p.data == load_protocol(base).data
         names = [v.name for v in p.variants()]
         assert names == ["clean", "N-O"] + [f"N-O/{o}@s1.0" for o in occ["occluders"]]
@@ -306,7 +306,7 @@ def test_standin_sets_run_through_the_engine(standin_root, tmp_path, name, sub):
     for v in res["variants"].values():
         assert v["n_pairs"] == n
     if prot.occlusion:
-        assert {f"N-O/{o}@s1.0" for o in ("surgical_mask", "n95", "cloth_mask")} <= set(res["variants"])
+        assert {f"N-O/{o}_v1@s1.0" for o in ("surgical_mask", "n95", "cloth_mask")} <= set(res["variants"])
     assert res["failures"]["n_images"] == 0  # synthetic faces: aligned by the template fallback (or template)
 
 

@@ -39,6 +39,8 @@ def test_items_are_the_pixels_synth_writes(src, tmp_path, epoch):
         image, label, mask, pattern, params = ds[i]
         row = m.loc[ds.keys[i]]
         assert params["status"] == row.status and pattern == row.pattern
+        assert params["params"] == row.params and params["cells"] == row.cells
+        assert image.dtype == mask.dtype == torch.uint8
         assert np.array_equal(image.permute(1, 2, 0).numpy(), decode_rgb((out / row.image).read_bytes()))
         want = cv2.imread(str(out / row["mask"]), cv2.IMREAD_GRAYSCALE)
         assert np.array_equal(mask.numpy(), want)

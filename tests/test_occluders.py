@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ from occbench.face.geometry import ARCFACE_112, FaceLandmarks
 from occbench.synth.occluders import (ALPHA_OCCLUDED, CATEGORIES, FAMILIES, OCCLUDERS, create_occluder, functional,
                                       list_occluders, load_occluder_dir)
 
-ALL = list_occluders()
+# part blocks are fitted to a face mesh and draw nothing random: their own contract is tests/test_part_blocks.py
+ALL = [n for n in list_occluders() if OCCLUDERS.get(n).family != "part_block"]
 TEMPLATE = FaceLandmarks(ARCFACE_112, source="template")
 # Mean dlib-68 five points over 60 LFW images (LFW crops are roughly centred; good to a few px).
 LFW_FIVE = np.array([[104.6, 113.8], [145.7, 113.1], [125.3, 135.2], [107.2, 157.5], [144.6, 157.2]])
@@ -555,5 +557,6 @@ def test_region_occluders_are_opt_in():
     registered = list_occluders()  # other tests may have registered user occluders by now
     regions = [n for n in registered if n.startswith("region_")]
     assert regions and not set(regions) & set(default_occluders())
-    assert set(default_occluders()) == set(registered) - set(regions)
+    opt_in = {n for n in registered if n.startswith(("region_", "part_")) or re.search(r"_v\d+$", n)}
+    assert set(default_occluders()) == set(registered) - opt_in  # pinned looks (<name>_v<N>) are opt-in too
     assert resolve_occluders(SynthConfig(src="x", out="y")) == tuple(default_occluders())

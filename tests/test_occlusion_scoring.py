@@ -1,6 +1,8 @@
 """Scoring glue: truth of an image set, oracle / blind bounds, NaN masks, prediction cache, plots."""
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -193,3 +195,42 @@ def test_leaderboard_values_empty_without_outputs_and_percent_with():
     c = VariantResult("clean", {}, {})
     c.add_block("occlusion", {"estimate": {"mask": {"iou_occluded": 0.0}, "false_occlusion": {"pixel_rate": 0.03}}})
     assert leaderboard_values(c)["mask_iou_pct"] is None and leaderboard_values(c)["false_occlusion_pct"] == 3.0
+
+
+def test_mask_paths_checked_per_folder_and_links_refused(tmp_path):
+    """Mask paths are checked like resolve_under (no escape, no linked folder) without a realpath per
+    file; a linked mask file is a row without truth, not a read through the link."""
+    import cv2
+
+    from occbench.bench.occlusion import MaskPaths
+    from occbench.errors import UnsafePathError
+
+    root = tmp_path / "run"
+    (root / "masks" / "s2" / "A").mkdir(parents=True)
+    cv2.imwrite(str(root / "masks" / "s2" / "A" / "a.png"), np.full((8, 8), 255, np.uint8))
+    under = MaskPaths(root)
+    good = under("masks/s2/A/a.png")
+    assert good == os.path.realpath(root / "masks/s2/A/a.png")
+    for bad in ("/etc/passwd", "masks/../../x.png", "~/x.png", ""):
+        with pytest.raises(UnsafePathError):
+            under(bad)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cv2.imwrite(str(outside / "b.png"), np.full((8, 8), 255, np.uint8))
+    (root / "masks" / "s2" / "L").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UnsafePathError, match="symbolic link"):
+        MaskPaths(root)("masks/s2/L/b.png")
+    (root / "masks" / "s2" / "A" / "link.png").symlink_to(outside / "b.png")
+    t = set_truth(np.tile(np.eye(2, 3), (2, 1, 1)), [good, under("masks/s2/A/link.png")], (112, 112), (14, 14), 5)
+    assert t.known.tolist() == [True, False] and t.reasons[1]
+
+
+def test_mask_paths_resolve_the_root_once(tmp_path, monkeypatch):
+    from occbench.bench.occlusion import MaskPaths
+
+    calls = []
+    real = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda p, *a, **k: calls.append(p) or real(p, *a, **k))
+    under = MaskPaths(tmp_path)
+    paths = [under(f"masks/s2/id{i % 7}/img{i}.png") for i in range(200)]
+    assert len(calls) == 1 and len(set(paths)) == 200

@@ -107,3 +107,106 @@ def test_truth_for_image_one_warp_equals_separate_warps(grid_hw, crop_hw, templa
             tm, label = truth_for_image(mask, m, crop_hw, grid_hw, 5, tau)
             np.testing.assert_array_equal(tm, true_mask(mask, m, crop_hw, grid_hw, tau))
             assert label == true_pattern(mask, m, crop_hw, 5)
+
+
+# --------------------------------------------------------------- the fast path equals the reference
+
+
+def _random_case(seed: int):
+    """A random image-frame mask (grey levels around the 128 threshold, blobs, thin lines, speckle) and
+    a random similarity (scale 0.3-3 crop px per image px, any rotation, shifted partly off the image)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    h, w = rng.integers(40, 400, 2)
+    mask = np.zeros((h, w), np.uint8)
+    for _ in range(rng.integers(0, 4)):
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        axes = (int(rng.integers(1, w // 2 + 2)), int(rng.integers(1, h // 2 + 2)))
+        cv2.ellipse(mask, c, axes, float(rng.uniform(0, 180)), 0, 360, int(rng.choice([127, 128, 200, 255])), -1)
+    if rng.random() < 0.5:
+        mask[rng.random((h, w)) < 0.02] = 255  # speckle: single pixels
+    if rng.random() < 0.3:
+        cv2.line(mask, (0, int(rng.integers(0, h))), (w - 1, int(rng.integers(0, h))), 255, 1)
+    scale = float(np.exp(rng.uniform(np.log(0.3), np.log(3.0))))
+    a = rng.uniform(-np.pi, np.pi)
+    m = np.array([[scale * np.cos(a), -scale * np.sin(a), 0.0], [scale * np.sin(a), scale * np.cos(a), 0.0]])
+    centre = np.array([w, h]) * rng.uniform(0.2, 0.8, 2)
+    m[:, 2] = np.array([56.0, 56.0]) + rng.uniform(-40, 40, 2) - m[:, :2] @ centre
+    return mask, m
+
+
+@pytest.mark.parametrize("crop_hw,grid_hw", [((112, 112), (14, 14)), ((112, 96), (14, 12)), ((112, 96), (7, 6)),
+                                             ((112, 112), (112, 112)), ((112, 112), (10, 9))])
+def test_fast_truth_bit_identical_to_reference_on_random_masks(crop_hw, grid_hw):
+    for seed in range(25):
+        mask, m = _random_case(seed)
+        for tau in (0.25, 0.5, 0.9):
+            tm, label = truth_for_image(mask, m, crop_hw, grid_hw, 5, tau)
+            np.testing.assert_array_equal(tm, true_mask(mask, m, crop_hw, grid_hw, tau), err_msg=f"seed {seed}")
+            assert label == true_pattern(mask, m, crop_hw, 5), seed
+        for k in (3, 4):
+            assert truth_for_image(mask, m, crop_hw, grid_hw, k)[1] == true_pattern(mask, m, crop_hw, k)
+        # other mask encodings: bool, 3 channels
+        occ = mask >= 128
+        assert truth_for_image(occ, m, crop_hw, grid_hw, 5)[1] == true_pattern(mask, m, crop_hw, 5)
+        np.testing.assert_array_equal(truth_for_image(np.dstack([mask] * 3), m, crop_hw, grid_hw, 5)[0],
+                                      true_mask(mask, m, crop_hw, grid_hw))
+
+
+def test_integer_factor_inter_area_counts_exactly():
+    """The fast path's premise: uint8 INTER_AREA at factor 4 of a 0/16 canvas is the 4x4 sample count."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for ch, cw in ((112, 112), (112, 96), (56, 48)):
+        for p in (0.01, 0.5, 0.99):
+            canvas = (rng.random((ch * 4, cw * 4)) < p).astype(np.uint8) * 16
+            got = cv2.resize(canvas, (cw, ch), interpolation=cv2.INTER_AREA)
+            want = (canvas // 16).reshape(ch, 4, cw, 4).sum((1, 3))
+            np.testing.assert_array_equal(got, want)
+
+
+def test_labels_from_cell_counts_equal_match_pattern_ties_included():
+    from occbench.bench.occlusion_truth import _cell_counts, labels_from_cell_counts
+    from occbench.synth.patterns import cell_edges, match_patterns
+
+    rng = np.random.default_rng(1)
+    masks = [np.zeros((112, 96), bool), np.ones((112, 96), bool)]
+    ys, xs = cell_edges(5, (112, 96))
+    for _ in range(60):  # unions of whole cells (exact IoU ties between patterns), and random pixels
+        cells = rng.random((5, 5)) < rng.uniform(0.1, 0.9)
+        m = np.zeros((112, 96), bool)
+        for i, j in zip(*np.nonzero(cells)):
+            m[ys[i]:ys[i + 1], xs[j]:xs[j + 1]] = True
+        masks.append(m)
+        masks.append(rng.random((112, 96)) < rng.uniform(0.01, 0.6))
+    masks = np.stack(masks)
+    counts = np.stack([_cell_counts(m, 5) for m in masks])
+    np.testing.assert_array_equal(labels_from_cell_counts(counts, 5, (112, 96)), match_patterns(masks, 5))
+
+
+def test_set_truth_equals_the_reference_per_image(tmp_path):
+    import cv2
+
+    from occbench.bench.occlusion import set_truth
+
+    ms, srcs, refs = [], [], []
+    for seed in range(12):
+        mask, m = _random_case(100 + seed)
+        p = tmp_path / f"{seed}.png"
+        cv2.imwrite(str(p), mask)
+        ms.append(m)
+        srcs.append(str(p))
+        refs.append((true_mask(mask, m, (112, 112), (14, 14)), true_pattern(mask, m, (112, 112), 5)))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    ms += [np.eye(2, 3), np.eye(2, 3), np.full((2, 3), np.nan)]
+    srcs += ["clean", str(tmp_path / "bad.png"), str(tmp_path / "0.png")]
+    for threads in (1, 3):
+        t = set_truth(np.array(ms), srcs, (112, 112), (14, 14), 5, threads=threads)
+        for i, (tm, label) in enumerate(refs):
+            np.testing.assert_array_equal(t.mask[i], tm)
+            assert t.pattern[i] == label and t.known[i]
+        assert t.known[12] and t.pattern[12] == 0 and not t.mask[12].any()  # clean
+        assert not t.known[13] and "not a decodable mask" in t.reasons[13]  # unreadable: counted, no truth
+        assert not t.known[14] and t.pattern[14] == -1  # no alignment

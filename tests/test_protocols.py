@@ -21,7 +21,7 @@ def test_every_builtin_protocol_loads_and_validates():
     assert [p.name for p in prots] == sorted(f.stem for f in protocol_files())  # file name = protocol name
     assert {"lfw", "lfw-occ", "lfw-occ-id", "bin", "pairs", "gallery-probe"} <= {p.name for p in prots}
     for p in prots:
-        assert p.description and p.kind in ("verification", "identification", "all-to-all")
+        assert p.description and p.kind in ("verification", "identification", "all-to-all", "attributes")
         names = [v.name for v in p.variants()]
         assert names[0] == "clean" and len(set(names)) == len(names)
         assert p.main_score["variant"] in names

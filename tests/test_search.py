@@ -198,3 +198,40 @@ def test_distractor_sweep_checks_inputs_and_plots(tmp_path):
     df = res.to_frame()
     assert list(df.columns) == ["n_distractors", "gallery_size", "rank1_rate", "tpir_at_fpir_0.1"]
     assert df.gallery_size.tolist() == [20, 50, 320]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_block_topk_with_floors_merges_like_a_stable_sort(seed):
+    """Rows with few chunks above their floor take the values of those chunks only (the sparse path),
+    the others the chosen-chunk path: merged into a running top-k, both equal a dense stable sort."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(40):
+        p, n, k = int(torch.randint(1, 30, (1,), generator=g)), int(torch.randint(200, 3000, (1,), generator=g)), \
+            int(torch.randint(1, 12, (1,), generator=g))
+        hi = int(torch.randint(3, 60, (1,), generator=g))
+        lo = int(torch.randint(0, hi, (1,), generator=g))  # high floors: few chunks above them
+        run = torch.randint(lo, hi + 1, (p, k), generator=g).float().sort(dim=1, descending=True).values
+        sim = torch.randint(0, hi, (p, n), generator=g).float()
+        rows, v, i = _block_topk(sim, min(k, n), floor=run[:, -1], chunk=int(torch.randint(1, 80, (1,), generator=g)))
+        # the running entries come first (lower gallery indices): merge as topk_search does
+        got_v, got_i = run.clone(), torch.arange(k).expand(p, k).clone()
+        if rows.numel():
+            cv = torch.cat([run[rows], v], 1)
+            ci = torch.cat([torch.arange(k).expand(rows.numel(), k), i + k], 1)
+            o = torch.sort(cv, dim=1, descending=True, stable=True).indices[:, :k]
+            got_v[rows], got_i[rows] = cv.gather(1, o), ci.gather(1, o)
+        dense = torch.cat([run, sim], 1)
+        ref = torch.sort(dense, dim=1, descending=True, stable=True)
+        assert torch.equal(got_i, ref.indices[:, :k]) and torch.equal(got_v, ref.values[:, :k])
+        assert rows.tolist() == sorted(rows.tolist())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_topk_search_many_blocks_random_and_tied(seed):
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((20000, 8)).astype(np.float32)
+    g[rng.integers(0, 20000, 3000)] = g[rng.integers(0, 20000, 3000)]  # exact duplicates: ties everywhere
+    p = rng.standard_normal((50, 8)).astype(np.float32)
+    for k in (1, 5, 21):
+        r = topk_search(p, g, k, probe_block=16, gallery_block=1500)
+        assert (r.indices == _dense_topk(p, g, k)).all()

@@ -19,6 +19,7 @@ from ..errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "fp16", "bf16")
+SEARCH_BACKENDS = ("torch", "faiss", "faiss-ivf", "faiss-hnsw")  # = occbench.search.BACKENDS (no torch import here)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class EvalConfig:
     probe: str | None = None
     bin: str | None = None
     masked_list: str | None = None  # path,masked CSV (mfr2 / mfr2-synth: real masks, pair types)
+    attributes: str | None = None  # attribute label file replacing the protocol's (kind: attributes)
     out: str | None = "results"  # results folder: OUT/<model-name>/<protocol>.json; None: write nothing
     model_name: str | None = None  # name in results [default: from the model spec]
     device: str = "auto"
@@ -46,9 +48,14 @@ class EvalConfig:
     save_scores: bool = False
     plots: bool = True
     allow_unsafe_pickle: bool = False
+    search: str = "torch"  # 1:N search backend: torch (exact) | faiss (exact) | faiss-ivf | faiss-hnsw (approximate)
+    recall_sample: int = 1000  # approximate search: probes (seeded sample) checked against exact search
+    distractors: str | None = None  # 1:N: CSV path[,identity] of distractor images added to the gallery
+    distractor_sweep: tuple[int, ...] | None = None  # 1:N: distractor counts for rank-1 / TPIR vs gallery size
 
     def __post_init__(self):
-        for name in ("data_root", "pairs", "gallery", "probe", "bin", "masked_list", "out", "cache_dir"):
+        for name in ("data_root", "pairs", "gallery", "probe", "bin", "masked_list", "out", "cache_dir", "distractors",
+                     "attributes"):
             v = getattr(self, name)
             if v is not None:
                 setattr(self, name, os.fspath(v))
@@ -57,6 +64,8 @@ class EvalConfig:
         elif self.variants is not None:
             self.variants = tuple(str(v) for v in self.variants)
         self.arch_opts = dict(self.arch_opts or {})
+        if self.distractor_sweep is not None:
+            self.distractor_sweep = parse_sweep(self.distractor_sweep)
 
     def validate(self) -> "EvalConfig":
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
@@ -73,6 +82,12 @@ class EvalConfig:
             raise ConfigError(f"folds must be an integer >= 2 (--folds N), got {self.folds!r}")
         if self.variants is not None and not self.variants:
             raise ConfigError("the variant list is empty")
+        if self.search not in SEARCH_BACKENDS:
+            raise OptionError(f"--search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
+        if int(self.recall_sample) < 1:
+            raise OptionError(f"recall_sample must be >= 1, got {self.recall_sample}")
+        if self.distractor_sweep is not None and self.distractors is None:
+            raise OptionError("--distractor-sweep needs --distractors list.csv (the images to add to the gallery)")
         return self
 
     def check_paths(self) -> None:
@@ -80,7 +95,7 @@ class EvalConfig:
         a missing model file, data root or list file is reported at once."""
         from ..errors import DataNotFoundError
 
-        for name in ("pairs", "gallery", "probe", "bin", "masked_list"):
+        for name in ("pairs", "gallery", "probe", "bin", "masked_list", "distractors", "attributes"):
             v = getattr(self, name)
             if v is not None and not Path(v).expanduser().is_file():
                 raise DataNotFoundError(f"--{name.replace('_', '-')} file {v} not found")
@@ -109,6 +124,8 @@ class EvalConfig:
         d["protocol"] = self.protocol_spec()
         if d["variants"] is not None:
             d["variants"] = list(d["variants"])
+        if d["distractor_sweep"] is not None:
+            d["distractor_sweep"] = list(d["distractor_sweep"])
         d["arch_opts"] = dict(self.arch_opts)
         return d
 
@@ -136,6 +153,31 @@ def _looks_like_file(spec: str) -> bool:
     if ":" in spec and not os.path.splitdrive(spec)[0]:
         return False  # pkg.module:fn
     return "/" in spec or os.sep in spec or spec.lower().endswith(_MODEL_SUFFIXES)
+
+
+class OptionError(ConfigError):
+    """An option value that does not apply (or not to this protocol): the CLI reports it as a usage error."""
+
+
+def parse_sweep(value) -> tuple[int, ...]:
+    """'10,100,1000' (or a sequence) -> (10, 100, 1000): distinct integers >= 0, ascending."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = set()
+    for it in items:
+        t = str(it).strip().replace("_", "")
+        if not t:
+            continue
+        try:
+            n = int(t)
+        except ValueError:
+            raise OptionError(f"--distractor-sweep takes distractor counts like 10,100,1000; {it!r} is not "
+                              "an integer") from None
+        if n < 0:
+            raise OptionError(f"--distractor-sweep counts must be >= 0, got {n}")
+        out.add(n)
+    if not out:
+        raise OptionError("--distractor-sweep needs at least one distractor count, e.g. 10,100,1000")
+    return tuple(sorted(out))
 
 
 def parse_arch_opts(items) -> dict:

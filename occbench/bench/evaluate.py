@@ -76,14 +76,21 @@ def run_eval(config: EvalConfig | None = None, *, progress: bool = True, **overr
     cfg = config.validate()
     cfg.check_paths()  # before any heavy import: a wrong path is reported at once
     prot = cfg.protocol if isinstance(cfg.protocol, Protocol) else load_protocol(cfg.protocol)
-    files = {k: getattr(cfg, k) for k in ("pairs", "gallery", "probe", "bin", "masked_list") if getattr(cfg, k)}
+    files = {k: getattr(cfg, k) for k in ("pairs", "gallery", "probe", "bin", "masked_list", "attributes")
+             if getattr(cfg, k)}
     prot = _with_folds(prot.with_overrides(**files), cfg.folds)
     _select_variants(prot, cfg.variants)  # unknown variant names: reported before anything loads
+    _check_search_options(prot, cfg, count_listed=True)  # --search / --distractors: before anything loads
     if isinstance(cfg.model, (str, Path)):
         from .data import load_task
 
         # find the data before loading the model: a missing data set is reported before torch loads
-        task = load_task(prot, cfg.data_root, allow_unsafe_pickle=cfg.allow_unsafe_pickle, limit=cfg.limit)
+        if prot.kind == "attributes":
+            from .attributes import load_attribute_task
+
+            task = load_attribute_task(prot, cfg.data_root, cfg.limit)
+        else:
+            task = load_task(prot, cfg.data_root, allow_unsafe_pickle=cfg.allow_unsafe_pickle, limit=cfg.limit)
         from ..recognizers import create_recognizer
 
         rec = create_recognizer(str(cfg.model), arch=cfg.arch, device=cfg.device, precision=cfg.precision,
@@ -132,6 +139,30 @@ def _with_folds(prot: Protocol, folds: int | None) -> Protocol:
     return Protocol(raw, prot.path, dict(prot.overrides))
 
 
+def _check_search_options(protocol: Protocol, cfg: EvalConfig, count_listed: bool = False) -> None:
+    """--search / --distractors / --distractor-sweep apply to 1:N identification protocols only; sweep
+    sizes may not exceed the distractors listed (``count_listed`` reads the list)."""
+    from .config import OptionError
+
+    used = [f"--{o}" for o, on in (("search", cfg.search != "torch"), ("distractors", cfg.distractors is not None),
+                                   ("distractor-sweep", cfg.distractor_sweep is not None)) if on]
+    if used and protocol.kind != "identification":
+        raise OptionError(f"{' and '.join(used)} appl{'y' if len(used) > 1 else 'ies'} to 1:N identification "
+                          f"protocols (gallery-probe, lfw-occ-id); {protocol.name} is {protocol.kind}")
+    if count_listed and cfg.distractor_sweep is not None:
+        from .distractors import read_distractor_list
+
+        n = len(read_distractor_list(cfg.distractors))
+        _check_sweep_sizes(cfg.distractor_sweep, n, f"{cfg.distractors} lists {n:,} distractors")
+
+
+def _check_sweep_sizes(sizes, n: int, what: str) -> None:
+    if sizes and max(sizes) > n:
+        from .config import OptionError
+
+        raise OptionError(f"--distractor-sweep asks for {max(sizes):,} distractors but {what}; use counts <= {n:,}")
+
+
 def _select_variants(protocol: Protocol, wanted) -> list:
     specs = protocol.variants()
     if wanted is None:
@@ -152,8 +183,17 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
     from .variants import clean_landmarks, keys_digest, run_images, synthesize
     from .verify import set_name
 
+    if protocol.kind == "attributes":  # face attributes: its own scoring (bench.attributes)
+        from .attributes import run_attributes
+
+        return run_attributes(protocol, recognizer, cfg, out_dir, model_info, progress_on,
+                              *(task if task is not None else ()))
+    from .crops import apply_crop
+
+    recognizer = apply_crop(recognizer, protocol.crop)  # protocol ``crop:`` (FROM's 112x96); default: unchanged
     timer = _Timer()
     t_start = time.perf_counter()
+    _check_search_options(protocol, cfg)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir is not None else default_cache_dir()
     num_workers = max(int(cfg.workers), 0)
     jobs = max(num_workers, 1)
@@ -241,6 +281,19 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
         # 3b. occlusion estimates of models that declare mask / pattern outputs (bench.occlusion)
         from . import occlusion as occl
 
+        # 3c. distractors (--distractors): embedded once per model and list, cached across runs
+        dset = None
+        if cfg.distractors is not None:
+            from .distractors import load_distractors
+
+            t0 = time.perf_counter()
+            bar.stage("distractors")
+            dset = load_distractors(cfg.distractors, cfg.data_root, protocol, recognizer, cache, cache_dir,
+                                    cfg.batch_size, num_workers, jobs=jobs, tick=bar.tick, add_total=bar.add_total)
+            _check_sweep_sizes(cfg.distractor_sweep, dset.n, f"{dset.n:,} of the {dset.n_listed:,} listed "
+                                                              f"distractors enrolled")
+            timer.add("distractors_s", t0)
+
         occl_run = None
         if occl.output_spec(recognizer) is not None:
             t0 = time.perf_counter()
@@ -267,10 +320,17 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
         else:
             from .identify import score_identification
 
+            from .identify import SearchSetup
+
+            setup = SearchSetup(cfg.search, int(cfg.recall_sample), int(protocol.seed or 0), dset,
+                                cfg.distractor_sweep)
             variant_results = score_identification(protocol, task, specs, emb_sets, sets, score_tables, curves,
-                                                   cfg.device, progress=bar)
+                                                   cfg.device, progress=bar, setup=setup)
         if occl_run is not None:
             occl.attach(variant_results, specs, occl_run, task, score_tables, curves)
+        from .parts import part_groups  # part-block variants (lfw-occ-parts): pp lost per face-part group
+
+        part_groups(protocol, variant_results)
         timer.add("scoring_s", t0)
     finally:
         bar.close()
@@ -286,7 +346,8 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
                   "description": protocol.description, "data": task.identity, "subset": task.subset,
                   "landmarks": {k: v for k, v in lms.describe.items() if k != "path"},
                   "occlusion": protocol.occlusion,
-                  "source": Path(protocol.path).name if protocol.path else None},
+                  "source": Path(protocol.path).name if protocol.path else None,
+                  **({"distractors": dset.describe()} if dset is not None else {})},
         model=R.model_block(recognizer, model_info),
         main_score={**ms_spec, "value": main.metrics.get(ms_spec["metric"]) if main is not None else None},
         seed=protocol.seed,
@@ -296,7 +357,8 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
         # synth fingerprints are left out: they include cache paths (the embedding cache keys use them)
         synth={name: {k: v for k, v in info.items() if k in ("variants", "status_counts")}
                for name, info in synth_info.items()},
-        cache={"embedding_sets": len(emb_sets), "embedding_hits": sum(e.cached for e in emb_sets.values()),
+        cache={**({"distractors_hit": dset.cached} if dset is not None else {}),
+               "embedding_sets": len(emb_sets), "embedding_hits": sum(e.cached for e in emb_sets.values()),
                "alignment_hit": al.cached, "landmarks_computed": lms.computed, "dir": str(cache_dir)},
         failure_policy=FAILURE_POLICY,
         environment=R.environment(model_info, recognizer),

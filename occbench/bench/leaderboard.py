@@ -20,16 +20,18 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataNotFoundError, OccbenchError
 from ..io.atomic import atomic_write_table, atomic_write_text
-from ..metrics.names import IDENTIFICATION, VERIFICATION, metric, pct_column
+from ..metrics.names import ATTRIBUTES, IDENTIFICATION, VERIFICATION, metric, pct_column
 from .occlusion import LEADERBOARD_COLUMNS as OCCLUSION_COLUMNS, leaderboard_values
+from .parts import leaderboard_columns as part_columns, leaderboard_values as part_values
 from .results import EvalResult, metric_value
 
 VERIFICATION_COLUMNS = VERIFICATION
 IDENTIFICATION_COLUMNS = IDENTIFICATION
-METRIC_COLUMNS = VERIFICATION_COLUMNS + ("tar_at_far_1e-4",) + IDENTIFICATION_COLUMNS + ("fte_rate",)
+METRIC_COLUMNS = (VERIFICATION_COLUMNS + ("tar_at_far_1e-4",) + IDENTIFICATION_COLUMNS + ("fte_rate",)
+                  + ATTRIBUTES)  # attributes protocols: means over the matched attributes
 COLUMNS = (("model", "protocol", "variant", "is_main", "main_metric", "main_value_pct")
-           + tuple(pct_column(c) for c in METRIC_COLUMNS) + OCCLUSION_COLUMNS
-           + ("n", "n_fte", "limit", "occbench_version", "schema_version", "protocol_version", "protocol_hash",
+           + tuple(pct_column(c) for c in METRIC_COLUMNS) + OCCLUSION_COLUMNS + part_columns()
+           + ("n", "n_fte", "limit", "search", "search_recall_at_k", "n_distractors", "occbench_version", "schema_version", "protocol_version", "protocol_hash",
               "model_fingerprint", "file"))
 
 
@@ -63,8 +65,13 @@ def _rows_of(res: EvalResult, rel: str) -> list[dict]:
         main_val = metric_value(v, mname)[0] if mname else None
         row = {"model": res.model["name"], "protocol": prot["name"], "variant": v.name,
                "is_main": v.name == main.get("variant"), "main_metric": mname,
-               "main_value_pct": _pct(mname, main_val) if mname else None, **vals, **leaderboard_values(v),
+               "main_value_pct": _pct(mname, main_val) if mname else None, **vals, **leaderboard_values(v), **part_values(v),
                "n": v.n, "n_fte": v.n_fte, "limit": subset.get("limit", subset.get("limit_pairs")),
+               # 1:N: the search backend (approximate ones with their measured recall) and distractors added
+               "search": (v.blocks.get("search") or {}).get("backend", "torch" if res.kind == "identification"
+                                                             else None),
+               "search_recall_at_k": (v.blocks.get("search") or {}).get("recall_at_k"),
+               "n_distractors": v.counts.get("n_distractors"),
                "occbench_version": res.occbench_version, "schema_version": res.schema_version,
                "protocol_version": prot["version"], "protocol_hash": prot["hash"],
                "model_fingerprint": res.model["fingerprint"], "file": rel, "_order": order.index(v.name),
@@ -157,6 +164,9 @@ def to_markdown(lb: Leaderboard) -> str:
             lines.append(f"| {r['model']}{note} | {r['variant']}{mark} | " + " | ".join(vals)
                          + f" | {r['n']} | {r['n_fte']} |")
         lines.append("")
+    from .parts import markdown_lines  # which face part matters (lfw-occ-parts)
+
+    lines += markdown_lines(rows)
     if lb.skipped:
         lines += ["## Skipped files", ""] + [f"- `{f}`: {why}" for f, why in lb.skipped] + [""]
     return "\n".join(lines)

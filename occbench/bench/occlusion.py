@@ -22,12 +22,13 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import numpy as np
 
+from ..errors import UnsafePathError
 from ..metrics import occlusion as M
-from .occlusion_truth import DEFAULT_TAU, truth_for_image
+from .occlusion_truth import DEFAULT_TAU, labels_from_cell_counts, truth_cells
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +133,20 @@ class SetTruth:
 def set_truth(ms: np.ndarray, mask_sources: list, crop_hw, grid_hw, k: int | None, tau: float = DEFAULT_TAU,
               threads: int | None = None) -> SetTruth:
     """Truth of one image set. ``ms[i]``: the image's 2x3 alignment (NaN: none); ``mask_sources[i]``:
-    the image-frame mask PNG path, ``"clean"`` for a clean image, or None (unknown). Images are done
-    in ``threads`` threads (default: one per CPU; OpenCV releases the GIL); results do not depend on it."""
+    the image-frame mask PNG path, ``"clean"`` for a clean image, or None (unknown).
+
+    Per image: decode, one warp, exact block sums and FROM's cell counts (``truth_cells``); the pattern
+    labels of the whole set then come from one vectorised match over all patterns. Images are done in
+    ``threads`` threads (default: one per CPU; OpenCV releases the GIL, and its own thread pool is held
+    at one thread meanwhile, so the threads do not wait on each other); results do not depend on it."""
     from concurrent.futures import ThreadPoolExecutor
+
+    import cv2
 
     n = len(mask_sources)
     gh, gw = int(grid_hw[0]), int(grid_hw[1])
     mask = np.zeros((n, gh, gw), bool)
-    pattern = np.full(n, -1, np.int64)
+    cells = np.zeros((n, k, k), np.int64) if k is not None else None
     known = np.zeros(n, bool)
     reasons = [""] * n
 
@@ -148,32 +155,72 @@ def set_truth(ms: np.ndarray, mask_sources: list, crop_hw, grid_hw, k: int | Non
         if src is None or not np.isfinite(ms[i]).all():
             reasons[i] = "no occlusion label or no alignment"
             return
+        if src == "clean":
+            known[i] = True
+            return
         try:
-            img_mask = None if src == "clean" else _read_mask(src)
-            mask[i], pattern[i] = truth_for_image(img_mask, ms[i], crop_hw, (gh, gw), k, tau)
+            mask[i], c = truth_cells(_read_mask(src), ms[i], crop_hw, (gh, gw), k, tau)
+            if cells is not None:
+                cells[i] = c
             known[i] = True
         except Exception as e:  # noqa: BLE001 - an unreadable mask is a row without truth, counted
             reasons[i] = f"{type(e).__name__}: {e}"
 
     threads = threads or min(8, os.cpu_count() or 1)
-    if threads <= 1 or n < 64:
-        for i in range(n):
-            one(i)
-    else:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, range(n), chunksize=32))
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        if threads <= 1 or n < 64:
+            for i in range(n):
+                one(i)
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(one, range(n), chunksize=32))
+    finally:
+        cv2.setNumThreads(cv_threads)
+    pattern = np.full(n, -1, np.int64)
+    if cells is not None and known.any():
+        pattern[known] = labels_from_cell_counts(cells[known], k, crop_hw)
     return SetTruth(mask, pattern, known, reasons)
 
 
 def _read_mask(path) -> np.ndarray:
-    """A synth mask PNG (uint8, 255 = occluded) as a 2-D array."""
+    """A synth mask PNG (uint8, 255 = occluded) as a 2-D array; a symbolic link is refused (its folders
+    were checked by ``MaskPaths``)."""
     import cv2
 
-    data = np.frombuffer(Path(path).read_bytes(), np.uint8)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fh:
+        data = np.frombuffer(fh.read(), np.uint8)
     m = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
     if m is None:
         raise ValueError(f"{path}: not a decodable mask image")
     return m
+
+
+class MaskPaths:
+    """Mask paths of one synth output, checked like ``paths.resolve_under`` but at a cost per folder,
+    not per file: the root is resolved once, each relative path is checked lexically (no absolute path,
+    '..' or '~'), and each folder below the root once (a symbolic link is refused: it could lead out).
+    The file itself is opened without following links (``_read_mask``). ``realpath`` per file cost
+    ~20 ``lstat`` calls each, most of the occlusion-scoring time on a loaded machine."""
+
+    def __init__(self, root):
+        self.root = os.path.realpath(root)
+        self._dirs: set[str] = set()
+
+    def __call__(self, rel: str) -> str:
+        p = PurePosixPath(rel)
+        if not p.parts or p.is_absolute() or ".." in p.parts or str(rel).startswith("~"):
+            raise UnsafePathError(f"path {rel!r} escapes its root {self.root}")
+        cur = self.root
+        for part in p.parts[:-1]:
+            cur = os.path.join(cur, part)
+            if cur not in self._dirs:
+                if os.path.islink(cur):
+                    raise UnsafePathError(f"path {rel!r} under {self.root}: {part!r} is a symbolic link")
+                self._dirs.add(cur)
+        return os.path.join(cur, p.parts[-1])
 
 
 def truth_predictions(truth: SetTruth, spec, n_classes: int | None) -> SetPredictions:
@@ -367,8 +414,6 @@ def score_sets(recognizer, emb_sets: dict, occluded: dict, set_specs: list, ms: 
 
     ``emb_sets``: name -> EmbSet (with ``.occl`` SetPredictions); ``occluded``: (run, synth variant) ->
     OccludedSet; ``set_specs``: one VariantSpec per occluded set; ``ms``: alignments of ``keys``."""
-    from ..paths import resolve_under
-
     spec = output_spec(recognizer)
     pp = recognizer.preprocess
     crop_hw = tuple(pp.input_size)
@@ -382,6 +427,7 @@ def score_sets(recognizer, emb_sets: dict, occluded: dict, set_specs: list, ms: 
         name = f"{v.run}/{v.synth_variant}"
         occ = occluded[(v.run, v.synth_variant)]
         srcs, rows = [], []
+        under = MaskPaths(occ.out)
         for kk in pkeys:
             r = occ.rows.get(kk)
             rows.append(r)
@@ -390,7 +436,7 @@ def score_sets(recognizer, emb_sets: dict, occluded: dict, set_specs: list, ms: 
             elif r["status"] == "clean" or not r.get("mask"):
                 srcs.append("clean")
             else:
-                srcs.append(str(resolve_under(os.path.realpath(occ.out), r["mask"])))
+                srcs.append(under(r["mask"]))
         todo.append((name, pkeys, ms[p_idx], srcs, rows, f"{occ.fingerprint}/{name}"))
     for name, set_keys, set_ms, srcs, rows, set_id in todo:
         es = emb_sets[name]

@@ -205,6 +205,27 @@ def make_plots(results, curves: dict, prefix: Path) -> tuple[list[Path], list[di
         else:
             skipped.append({"plot": "cells", "why": f"no face-frame cell is covered by {MIN_CELL_PAIRS} or more "
                                                     "scored pairs"})
+    if "attr_drop" in curves:  # attributes protocols: which occlusion hurts which attribute
+        from .attributes_report import plot_attribute_drop
+
+        p = curves["attr_drop"] and plot_attribute_drop(curves["attr_drop"], Path(f"{prefix}.attr_drop.png"), title)
+        if p:
+            out.append(p)
+        else:
+            skipped.append({"plot": "attr_drop", "why": "no attribute has a balanced accuracy change to show"})
+    sweeps = {n: v.blocks["distractor_sweep"] for n, v in results.variants.items()
+              if (v.blocks.get("distractor_sweep") or {}).get("points")}
+    if sweeps:  # --distractor-sweep: rank-1 / TPIR against the number of distractors (clean + headline; all in the CSV)
+        from .distractors import plot_sweeps
+
+        sweeps = {n: b for n, b in sweeps.items() if spec[n].get("group") in ("clean", "headline")} or sweeps
+
+        out.append(plot_sweeps(sweeps, Path(f"{prefix}.distractor_sweep.png"), title))
+    from .parts import part_plots  # which face part matters: pp lost per part on a face diagram
+
+    made, why = part_plots(results, prefix)
+    out += made
+    skipped += why
     from .occlusion_plots import extra_plots  # occlusion estimates (sheet, IoU vs area, patterns); regions
 
     made, why = extra_plots(results, curves, prefix)

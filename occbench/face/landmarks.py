@@ -20,6 +20,17 @@ One registry, one constructor: ``create_landmarker(name, **kw)`` with
         win, then the face choice below. The result carries the mesh's 5 and 468 points.
      b. method ``detection``: no face confirmed: the first pass (in the order above) with a face, and
         its 6 keypoints become 5 points with :func:`detection_to_five`.
+  3. when steps 1-2 find no face, or only a lone detection (one kind of pass found it: full range,
+     short range or tiles, a padded pass counting as its unpadded one; lone detections are often an
+     ear, hair or a logo): BlazePose (full model, in the wheel) finds the image's main person, and its
+     face is used where it lies elsewhere than the lone detection (eyes > 0.5 eye distances apart):
+     BlazeFace runs on square crops around pose's face (2, 3, 4 x the span of its 11 face points, at
+     192 px); the best detection centred there, confirmed by the crop mesh, is method ``mesh-crop``
+     (pass ``pose``); else pose's own eyes, nose and mouth corners, method ``pose``; else that
+     detection, method ``detection`` (pass ``pose``). Pose's face must be visible (visibility >= 0.5)
+     and arranged like a face (:func:`plausible_face`: eye line within 60 degrees of level, mouth below
+     the eyes, nose between); the face mesh and detections seen by two kinds of pass never reach this
+     step, so LFW's landmarks (3,810 mesh, 1 detection seen by 2 kinds) are those of 0.3.0.
      ``detection_fallback=False`` gives the mesh alone (the 0.2 behaviour).
   Images whose long side exceeds ``max_side`` (default 1024; the models see 128-256 px inputs) are
   downscaled (area interpolation) before any model runs and the points are mapped back.
@@ -29,7 +40,8 @@ One registry, one constructor: ``create_landmarker(name, **kw)`` with
   subject of LFW-style photos (the person the image is centred on) over larger or smaller bystanders.
   ``max_num_faces=1`` instead keeps whatever face MediaPipe ranks first.
 - ``file``  user-supplied landmarks (CSV ``key,x0,y0,...,x4,y4``; JSON ``{key: [[x, y]*5]}``; or the
-  landmarks table a synth run writes, .csv/.parquet with ``status, reason, source``).
+  landmarks table a synth run writes, .csv/.parquet with ``status, reason, source``). A mesh sidecar
+  ``<stem>.mesh.npz`` beside the table (``occbench.face.mesh_table``) gives keys their mesh (``dense``).
 - ``auto``  per image: ``template`` for 112x112 / 112x96 crops, else ``mediapipe``.
 - ``aligned`` images declared pre-aligned to a named template (``arcface-112``, ``arcface-112x96``,
   ``dlib-150``; see ``occbench.face.geometry``): the ``mediapipe`` chain first, and where it finds no
@@ -37,8 +49,8 @@ One registry, one constructor: ``create_landmarker(name, **kw)`` with
   than the template stay ``noface``).
 
 Every result records the chain step in ``FaceLandmarks.method`` (table column ``method``: ``mesh``,
-``mesh-crop``, ``detection``, ``template``, ``file``); ``source`` keeps the finder (``mediapipe``,
-``mediapipe-mesh-crop/<pass>``, ``mediapipe-detection/<pass>``, ``template``, ``file``). Tables
+``mesh-crop``, ``detection``, ``pose``, ``template``, ``file``); ``source`` keeps the finder (``mediapipe``,
+``mediapipe-mesh-crop/<pass>``, ``mediapipe-detection/<pass>``, ``mediapipe-pose``, ``template``, ``file``). Tables
 written before the ``method`` column existed are read with the method inferred from ``source``.
 
 Detection -> 5 points (:func:`detection_to_five`): BlazeFace keypoints 0 (right eye, image-left),
@@ -83,7 +95,7 @@ from .geometry import ARCFACE_112, ARCFACE_112x96, FaceLandmarks, get_template, 
 
 STATUS_OK = "ok"
 STATUS_NOFACE = "noface"
-METHODS = ("mesh", "mesh-crop", "detection", "template", "file")  # the chain's steps, table column "method"
+METHODS = ("mesh", "mesh-crop", "detection", "pose", "template", "file")  # the chain's steps, table column "method"
 
 # MediaPipe face-mesh indices (mediapipe.solutions.face_mesh_connections). "RIGHT" is the subject's
 # right eye, which is image-left, i.e. ArcFace point 0.
@@ -115,6 +127,18 @@ MESH_CROP_TRIES = 3  # detections per face cluster tried
 CLUSTER_IOU = 0.4  # detections of the same face from different passes / tiles overlap at least this much
 MIN_EYE_DISTANCE = 4.0  # original-image pixels: a face whose eyes are closer cannot be aligned (no landmarks)
 DEFAULT_MAX_SIDE = 1024
+# pose: BlazePose (full model, shipped in the wheel) face keypoints: 0 nose, 2 / 5 the subject's left / right
+# eye centre, 9 / 10 the subject's left / right mouth corner -> ArcFace order (image-left first)
+POSE_FIVE = (5, 2, 0, 10, 9)
+POSE_MIN_VISIBILITY = 0.5  # BlazePose's own visibility of both eyes and both mouth corners
+POSE_AGREE_TOL = 0.5  # x the detection's eye distance: pose and detection see the same face
+# a plausible face in the frame of its eye line (units of the eye distance, "down" = away from the eyes):
+POSE_MOUTH_DOWN = (0.4, 2.5)  # the mouth centre lies this far below the eye line
+POSE_MOUTH_SIDE = 0.75  # and at most this far to the side of the eyes' midpoint; the nose lies between
+POSE_CROP_SCALES = (2.0, 3.0, 4.0)  # crops around pose's face for BlazeFace, x the span of its 11 face points
+POSE_CROP_SIZE = 192  # px, the full-range model's input size
+POSE_CROP_CENTRE = 0.75  # x the span: a crop's detection must have its eyes this close to pose's face centre
+POSE_MAX_ROLL = 60.0  # degrees: BlazePose names the eyes by body side, so an upside-down "face" is a false one
 
 
 def method_of_source(source: str) -> str:
@@ -126,6 +150,8 @@ def method_of_source(source: str) -> str:
         return "mesh-crop"
     if s.startswith("mediapipe-detection"):
         return "detection"
+    if s == "mediapipe-pose":
+        return "pose"
     return "template" if s == "template" else "file"
 
 
@@ -314,10 +340,39 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _support(cands: list, pts: np.ndarray) -> int:
+    """How many kinds of detection pass (full range, short range, tiles; a padded pass is the same kind as
+    its unpadded one) found a face overlapping ``pts``'s box by IoU > CLUSTER_IOU, among ``cands``
+    [(pass, points, score)]: 1 = a lone detection."""
+    return len({c[0].replace("-padded", "") for c in cands if _box_iou(c[1][6:], pts[6:]) > CLUSTER_IOU})
+
+
 def _eyes_agree(five: np.ndarray, keypoints: np.ndarray, tol: float = MESH_CROP_EYE_TOL) -> bool:
     """Both eyes of ``five`` within ``tol`` x the detection's eye distance of the detection's eyes."""
     ed = float(np.linalg.norm(keypoints[1] - keypoints[0]))
     return ed > 0 and float(np.linalg.norm(five[:2] - keypoints[:2], axis=1).max()) <= tol * ed
+
+
+def pose_to_five(points: np.ndarray) -> np.ndarray:
+    """BlazePose's first 11 keypoints (pixels) -> 5 ArcFace-order points (eye centres, nose, mouth corners)."""
+    return np.asarray(points, np.float64)[list(POSE_FIVE)].copy()
+
+
+def plausible_face(five: np.ndarray, max_roll: float = POSE_MAX_ROLL) -> bool:
+    """Eyes, nose and mouth arranged like a face: the eye line (image-left eye to image-right eye) within
+    ``max_roll`` degrees of horizontal, and in its frame the mouth centre POSE_MOUTH_DOWN eye distances
+    below it and at most POSE_MOUTH_SIDE to the side, the nose in between."""
+    f = np.asarray(five, np.float64)
+    u = f[1] - f[0]
+    ed = float(np.linalg.norm(u))
+    if not ed > 0 or abs(math.degrees(math.atan2(u[1], u[0]))) > max_roll:
+        return False
+    u = u / ed
+    down = np.array([-u[1], u[0]])  # image y points down: the eye line turned +90 degrees
+    mid, mouth = (f[0] + f[1]) / 2, (f[3] + f[4]) / 2
+    m_down, m_side, n_down = (mouth - mid) @ down / ed, (mouth - mid) @ u / ed, (f[2] - mid) @ down / ed
+    return bool(POSE_MOUTH_DOWN[0] <= m_down <= POSE_MOUTH_DOWN[1] and abs(m_side) <= POSE_MOUTH_SIDE
+                and 0.0 <= n_down <= m_down)
 
 
 @LANDMARKERS.register("mediapipe")
@@ -342,6 +397,7 @@ class MediapipeLandmarker(Landmarker):
         self.max_side = max_side
         self._mesh = None
         self._crop_mesh_graph = None
+        self._pose = None
         self._detectors: dict[int, object] = {}
         self._pid = None
         self._lock = threading.Lock()
@@ -356,7 +412,8 @@ class MediapipeLandmarker(Landmarker):
 
     def _fresh(self) -> None:
         if self._pid != os.getpid():  # lazily, and again after a fork
-            self._mesh, self._crop_mesh_graph, self._detectors, self._pid = None, None, {}, os.getpid()
+            self._mesh, self._crop_mesh_graph, self._pose, self._detectors = None, None, None, {}
+            self._pid = os.getpid()
 
     def _process(self, image):
         self._fresh()
@@ -447,8 +504,9 @@ class MediapipeLandmarker(Landmarker):
         return (d * MESH_CROP_SIZE - t) / k
 
     def _fallback(self, image: np.ndarray,
-                  back_scale: float = 1.0) -> tuple[str, np.ndarray, float, np.ndarray | None] | None:
-        """Where the mesh finds no face: (pass, detection points, score, dense mesh or None) or None.
+                  back_scale: float = 1.0) -> tuple[str, np.ndarray, float, np.ndarray | None, int] | None:
+        """Where the mesh finds no face: (pass, detection points, score, dense mesh or None, support) or None;
+        support = how many kinds of pass found the kept face (:func:`_support`).
 
         1. ``mesh-crop``: detections are grouped into faces (boxes overlapping by IoU > CLUSTER_IOU, best
            score first); for each face, the mesh is re-run on crops around its best detections
@@ -488,12 +546,71 @@ class MediapipeLandmarker(Landmarker):
             first = min(c[0] for c in confirmed)
             confirmed = [c for c in confirmed if c[0] == first]
             _, i, dense = confirmed[choose_face([mesh_to_five(c[2]) for c in confirmed], image.shape[:2])]
-            return cands[i][0], cands[i][1], cands[i][2], dense
+            return cands[i][0], cands[i][1], cands[i][2], dense, _support(cands, cands[i][1])
         for name in rank:  # pass order
             found = [c for c in cands if c[0] == name]
             if found:
                 name, pts, score = found[choose_face([c[1] for c in found], image.shape[:2])]
-                return name, pts, score, None
+                return name, pts, score, None, _support(cands, pts)
+        return None
+
+    def _pose_points(self, image: np.ndarray) -> np.ndarray | None:
+        """BlazePose's 11 face keypoints of its one person (x, y in ``image`` pixels, visibility), or None."""
+        self._fresh()
+        img = np.ascontiguousarray(image)
+        if self._pose is None:
+            from mediapipe.python.solutions import pose
+
+            with _filtered_native_stderr():  # graph start logs on the first call
+                self._pose = pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False,
+                                       min_detection_confidence=self.min_detection_confidence)
+                res = self._pose.process(img)
+        else:
+            res = self._pose.process(img)
+        if not res.pose_landmarks:
+            return None
+        h, w = image.shape[:2]
+        return np.array([[q.x * w, q.y * h, q.visibility] for q in res.pose_landmarks.landmark][:11], np.float64)
+
+    def _pose_step(self, image: np.ndarray, back_scale: float = 1.0):
+        """The face of BlazePose's person: (method, 5 points, score, dense mesh or None, detection points or
+        None) in ``image`` pixels, or None. Pose places the face; its own points are coarse, so first
+        BlazeFace (both models) runs on square crops around it (POSE_CROP_SCALES x the span of pose's 11 face
+        points, resampled to POSE_CROP_SIZE px) and the best detection centred on pose's face is checked with
+        the crop mesh (method ``mesh-crop``, pass ``pose``). Else pose's own 5 points (method ``pose``, score =
+        min visibility), else that detection (method ``detection``, pass ``pose``). Every answer must have
+        all of pose's eyes and mouth corners visible (POSE_MIN_VISIBILITY), eyes >= MIN_EYE_DISTANCE original
+        pixels apart, and be arranged like a face (:func:`plausible_face`)."""
+        import cv2
+
+        pts = self._pose_points(image)
+        if pts is None or float(pts[list(POSE_FIVE), 2][[0, 1, 3, 4]].min()) < POSE_MIN_VISIBILITY:
+            return None
+        xy, vis = pts[:, :2], float(pts[list(POSE_FIVE), 2][[0, 1, 3, 4]].min())
+        centre, span = xy.mean(0), max(float(np.ptp(xy, axis=0).max()), 1.0)
+        big_enough = lambda f: np.linalg.norm(f[1] - f[0]) * back_scale >= MIN_EYE_DISTANCE  # noqa: E731
+        det = None
+        for f in POSE_CROP_SCALES:
+            k = POSE_CROP_SIZE / max(f * span, 16.0)
+            t = POSE_CROP_SIZE / 2 - k * centre
+            crop = cv2.warpAffine(image, np.array([[k, 0, t[0]], [0, k, t[1]]]), (POSE_CROP_SIZE, POSE_CROP_SIZE),
+                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            found = [((d - t) / k, sc) for model in (0, 1) for d, sc in self._detect_faces(crop, model)]
+            found = [(d, sc) for d, sc in found if np.linalg.norm(d[:2].mean(0) - centre) <= POSE_CROP_CENTRE * span
+                     and big_enough(d[:2]) and plausible_face(detection_to_five(d[:6]))]
+            if found:
+                det = max(found, key=lambda x: x[1])
+                break
+        if det is not None:
+            for scale in MESH_CROP_SCALES:
+                dense = self._crop_mesh(image, det[0][6:], scale)
+                if dense is not None and _eyes_agree(mesh_to_five(dense), det[0]):
+                    return "mesh-crop", mesh_to_five(dense), det[1], dense, det[0]
+        five = pose_to_five(xy)
+        if big_enough(five) and plausible_face(five):
+            return "pose", five, vis, None, None
+        if det is not None:
+            return "detection", detection_to_five(det[0][:6]), det[1], None, det[0]
         return None
 
     def _detect(self, image, key=None):
@@ -511,10 +628,28 @@ class MediapipeLandmarker(Landmarker):
             if not self.detection_fallback:
                 return LandmarkResult.noface("no face found by mediapipe face mesh")
             found = self._fallback(small, float(back.mean()))
+            # no face, or a detection that no other kind of pass repeats: ask BlazePose, and take its face
+            # where it sees one elsewhere (a lone detection is often a false one: an ear, hair, a logo)
+            pose = None
+            if found is None or (found[3] is None and found[4] < 2):
+                pose = self._pose_step(small, float(back.mean()))
+                if pose is not None and found is not None and _eyes_agree(pose[1], found[1], POSE_AGREE_TOL):
+                    pose = None  # the same face: the detection's points are the finer ones
+        if pose is not None:
+            method, five, score, dense, det = pose
+            replaced = {} if found is None else {"replaced_detection_keypoints": found[1][:6] * back}
+            if method == "pose":
+                return LandmarkResult.found(FaceLandmarks(five * back, source="mediapipe-pose", extra=replaced,
+                                                          score=score, method="pose"))
+            extra = {"detection_keypoints": det[:6] * back, "detection_box": det[6:] * back, **replaced}
+            dense = None if dense is None else dense * back
+            return LandmarkResult.found(FaceLandmarks(five * back, source=f"mediapipe-{method}/pose", dense=dense,
+                                                      extra=extra, score=score, method=method))
         if found is None:
             return LandmarkResult.noface("no face found by mediapipe face mesh nor by face detection "
-                                         f"(full / short range, padded, tiles; eyes >= {MIN_EYE_DISTANCE:g} px apart)")
-        which, pts, score, dense = found
+                                         f"(full / short range, padded, tiles; eyes >= {MIN_EYE_DISTANCE:g} px apart) "
+                                         "nor by pose")
+        which, pts, score, dense, _ = found
         extra = {"detection_keypoints": pts[:6] * back, "detection_box": pts[6:] * back}
         if dense is not None:
             dense = dense * back
@@ -549,15 +684,22 @@ class MediapipeLandmarker(Landmarker):
             d["mesh_crop"] = {"scales": list(MESH_CROP_SCALES), "size_px": MESH_CROP_SIZE,
                               "eye_tolerance": MESH_CROP_EYE_TOL, "min_confidence": MESH_CROP_MIN_CONFIDENCE,
                               "max_faces": MESH_CROP_MAX_FACES, "tries_per_face": MESH_CROP_TRIES}
+            d["pose"] = {"model": "BlazePose full (model_complexity 1)", "points": list(POSE_FIVE),
+                         "when": "no face, or a detection found by one kind of pass",
+                         "min_visibility": POSE_MIN_VISIBILITY,
+                         "agree_tolerance": POSE_AGREE_TOL, "mouth_down": list(POSE_MOUTH_DOWN),
+                         "mouth_side": POSE_MOUTH_SIDE, "max_roll_deg": POSE_MAX_ROLL,
+                         "crop_scales": list(POSE_CROP_SCALES), "crop_size_px": POSE_CROP_SIZE,
+                         "crop_centre": POSE_CROP_CENTRE}
         return d
 
     def close(self):
         with self._lock:
             if self._pid == os.getpid():
-                for g in [self._mesh, self._crop_mesh_graph, *self._detectors.values()]:
+                for g in [self._mesh, self._crop_mesh_graph, self._pose, *self._detectors.values()]:
                     if g is not None:
                         g.close()
-            self._mesh, self._crop_mesh_graph, self._detectors, self._pid = None, None, {}, None
+            self._mesh, self._crop_mesh_graph, self._pose, self._detectors, self._pid = None, None, None, {}, None
 
 
 # ------------------------------------------------------------------------------- file / table
@@ -576,15 +718,21 @@ def landmarks_to_row(key: str, result: LandmarkResult) -> dict:
     return row
 
 
-def write_landmarks_table(rows: list[dict], *paths: str | os.PathLike) -> None:
-    """Write rows from :func:`landmarks_to_row` atomically to each path (.csv or .parquet)."""
+def write_landmarks_table(rows: list[dict], *paths: str | os.PathLike,
+                          meshes: dict[str, np.ndarray] | None = None) -> None:
+    """Write rows from :func:`landmarks_to_row` atomically to each path (.csv or .parquet); with
+    ``meshes`` ({key: 468x2 mesh points}) also the dense-mesh sidecar ``<stem>.mesh.npz`` beside each
+    (``occbench.face.mesh_table``), which the ``file`` landmarker reads back as ``dense``."""
     import pandas as pd
 
     from ..io.atomic import atomic_write_table
+    from .mesh_table import mesh_path_for, write_mesh_table
 
     df = pd.DataFrame(list(rows), columns=list(TABLE_COLUMNS))
     for path in paths:
         atomic_write_table(df, path)
+        if meshes is not None:
+            write_mesh_table(meshes, mesh_path_for(path))
 
 
 def _load_landmark_file(path: Path) -> tuple[dict[str, FaceLandmarks], dict[str, str]]:
@@ -671,9 +819,16 @@ class FileLandmarker(Landmarker):
     name = "file"
 
     def __init__(self, path: str | os.PathLike):
+        from .mesh_table import mesh_path_for
+
         self.path = Path(path)
         self._found, self._failed = _load_landmark_file(self.path)
         self._sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        self.mesh_path = mesh_path_for(self.path)
+        self._meshes, self._mesh_sha256 = {}, None
+        if self.mesh_path.is_file():
+            self._meshes = _checked_meshes(self.mesh_path, self._found)
+            self._mesh_sha256 = hashlib.sha256(self.mesh_path.read_bytes()).hexdigest()
 
     def _detect(self, image, key=None):
         if key is None:
@@ -681,15 +836,45 @@ class FileLandmarker(Landmarker):
         key = str(key)
         lm = self._found.get(key)
         if lm is not None:
-            return LandmarkResult.found(FaceLandmarks(lm.five.copy(), source=lm.source, method=lm.method))
+            dense = self._meshes.get(key)
+            return LandmarkResult.found(FaceLandmarks(lm.five.copy(), source=lm.source, method=lm.method,
+                                                      dense=None if dense is None else dense.copy()))
         return LandmarkResult.noface(self._failed.get(key, f"no landmarks for key in {self.path}"))
 
     def keys(self) -> list[str]:
         return sorted(self._found)
 
     def describe(self):
-        return {"name": self.name, "path": str(self.path), "sha256": self._sha256,
-                "n_landmarks": len(self._found), "n_failed": len(self._failed), "method": "file"}
+        d = {"name": self.name, "path": str(self.path), "sha256": self._sha256,
+             "n_landmarks": len(self._found), "n_failed": len(self._failed), "method": "file"}
+        if self._mesh_sha256 is not None:  # absent without a sidecar: such runs keep their fingerprint
+            d["mesh"] = {"path": str(self.mesh_path), "sha256": self._mesh_sha256, "n_meshes": len(self._meshes)}
+        return d
+
+
+MESH_FIVE_TOLERANCE = 0.02  # x the eye distance (at least 0.5 px): a sidecar mesh must agree with its 5 points
+
+
+def _checked_meshes(path: Path, found: dict[str, FaceLandmarks]) -> dict[str, np.ndarray]:
+    """The sidecar's meshes of the table's usable keys; a 468-point mesh whose eyes, nose tip and mouth
+    corners (:func:`mesh_to_five`) are not the table's 5 points is a stale sidecar (ConfigError)."""
+    from .mesh_table import read_mesh_table
+
+    out = {}
+    for key, mesh in read_mesh_table(path).items():
+        lm = found.get(key)
+        if lm is None:
+            continue
+        if mesh.shape[0] >= 468:
+            five = lm.five
+            gap = float(np.abs(mesh_to_five(mesh[:468]) - five).max())
+            tol = max(0.5, MESH_FIVE_TOLERANCE * float(np.linalg.norm(five[1] - five[0])))
+            if gap > tol:
+                raise ConfigError(f"mesh file {path}: the mesh of key {key!r} is {gap:.2f} px from the 5 points "
+                                  f"of the landmarks table (more than {tol:.2f} px): the two files do not belong "
+                                  "together; write them again, or remove the mesh file")
+        out[key] = mesh
+    return out
 
 
 # ------------------------------------------------------------------------------------- auto
@@ -734,7 +919,7 @@ class AutoLandmarker(Landmarker):
 
 @LANDMARKERS.register("aligned")
 class AlignedLandmarker(Landmarker):
-    """Images declared pre-aligned to ``template``: the MediaPipe chain (mesh, mesh-crop, detection),
+    """Images declared pre-aligned to ``template``: the MediaPipe chain (mesh, mesh-crop, detection, pose),
     then the template's points scaled to the image where MediaPipe finds no face."""
 
     name = "aligned"
@@ -760,7 +945,7 @@ class AlignedLandmarker(Landmarker):
     def describe(self):
         return {"name": self.name, "template": template_label(self.template.name),
                 "template_points": self.template.points.tolist(), "template_size": list(self.template.size),
-                "mediapipe": self._mediapipe.describe(), "method": "mesh, mesh-crop, detection, template"}
+                "mediapipe": self._mediapipe.describe(), "method": "mesh, mesh-crop, detection, pose, template"}
 
     def close(self):
         self._mediapipe.close()

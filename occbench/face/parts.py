@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import ConfigError, DataNotFoundError
+from ..errors import ConfigError, DataNotFoundError, OccbenchError
 from .geometry import ARCFACE_112, FaceLandmarks, apply_affine, estimate_similarity
 
 PARTS_YAML = Path(__file__).with_name("parts.yaml")
@@ -273,30 +273,59 @@ def palette() -> dict[int, tuple[int, int, int]]:
 # ------------------------------------------------------------------- one part group at a time
 
 
-def group_outline(mesh: np.ndarray, group: str, parts: PartSet | None = None) -> np.ndarray:
-    """Convex hull (K, 2) of every point of a group's (or a single part's) outlines on this mesh."""
+class MeshRequiredError(OccbenchError):
+    """A face without mesh points where parts are needed (5-point landmarks): never guessed."""
+
+
+def group_members(group: str, parts: PartSet | None = None) -> tuple[str, ...]:
+    """The part names of a group, or ``(group,)`` for a single part (ConfigError when unknown)."""
     parts = parts or load_parts()
     members = parts.groups.get(group, (group,) if group in parts.names else None)
     if members is None:
         raise ConfigError(f"unknown part or group {group!r}; known: {', '.join(parts.names + list(parts.groups))}")
+    return tuple(members)
+
+
+def hull_of(mesh: np.ndarray, members, parts: PartSet | None = None) -> np.ndarray:
+    """Convex hull (K, 2) of every point of the outlines of ``members`` (part names) on this mesh."""
     outlines = part_outlines(mesh, parts)
     pts = np.vstack([outlines[m] for m in members])
     return pts[cv2.convexHull(pts.astype(np.float32), returnPoints=False).ravel()]
 
 
-def occlude_group(image: np.ndarray, mesh: np.ndarray, group: str, colour=(128, 128, 128), pad: float = 0.0,
-                  parts: PartSet | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A neutral block fitted to one part group's hull (the ``lfw-occ-parts`` occluder): returns
-    (occluded image, uint8 mask 255 = occluded). ``pad`` grows the hull about its centroid (0.1 = +10 %)."""
-    hull = group_outline(mesh, group, parts)
-    if pad:
-        c = hull.mean(0)
-        hull = c + (hull - c) * (1.0 + float(pad))
-    h, w = image.shape[:2]
+def group_outline(mesh: np.ndarray, group: str, parts: PartSet | None = None) -> np.ndarray:
+    """Convex hull (K, 2) of every point of a group's (or a single part's) outlines on this mesh."""
+    return hull_of(mesh, group_members(group, parts), parts)
+
+
+def polygons_mask(polygons, size_hw: tuple[int, int]) -> np.ndarray:
+    """uint8 (H, W) mask, 255 inside any of the polygons (vertices at 1/16 px, as the part map)."""
+    h, w = int(size_hw[0]), int(size_hw[1])
     mask = np.zeros((h, w), np.uint8)
     big = 4.0 * max(h, w, 1)
-    fixed = np.round(np.clip(hull, -big, big) * float(1 << _SHIFT)).astype(np.int32)
-    cv2.fillPoly(mask, [fixed.reshape(-1, 1, 2)], 255, lineType=cv2.LINE_8, shift=_SHIFT)
+    for poly in polygons:
+        fixed = np.round(np.clip(np.asarray(poly, np.float64), -big, big) * float(1 << _SHIFT)).astype(np.int32)
+        cv2.fillPoly(mask, [fixed.reshape(-1, 1, 2)], 255, lineType=cv2.LINE_8, shift=_SHIFT)
+    return mask
+
+
+def grown(poly: np.ndarray, factor: float) -> np.ndarray:
+    """The polygon scaled by ``factor`` about its vertices' centroid (1 = unchanged)."""
+    poly = np.asarray(poly, np.float64)
+    if factor == 1.0:
+        return poly
+    c = poly.mean(0)
+    return c + (poly - c) * float(factor)
+
+
+def occlude_group(image: np.ndarray, mesh: np.ndarray, group: str, colour=(128, 128, 128), pad: float = 0.0,
+                  parts: PartSet | None = None, hulls=None) -> tuple[np.ndarray, np.ndarray]:
+    """A neutral block fitted to one part group's hull: returns (occluded image, uint8 mask 255 =
+    occluded). ``pad`` grows each hull about its centroid (0.1 = +10 %). ``hulls`` (lists of part
+    names) splits the block into one hull per list (e.g. one per eye); default: one hull of the group.
+    The ``part_block`` occluders (``occluders/parts.yaml``, protocol ``lfw-occ-parts``) draw these."""
+    polys = [hull_of(mesh, m, parts) for m in hulls] if hulls else [group_outline(mesh, group, parts)]
+    mask = polygons_mask([grown(p, 1.0 + float(pad)) for p in polys], image.shape[:2])
     out = image.copy()
     out[mask > 0] = np.asarray(colour, np.uint8)
     return out, mask

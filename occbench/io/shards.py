@@ -194,14 +194,16 @@ def file_digest(path: Path) -> dict:
     return {"bytes": n, "sha256": h.hexdigest()}
 
 
-def verified_shard(folder: str | os.PathLike, name: str) -> dict | None:
+def verified_shard(folder: str | os.PathLike, name: str, digest: bool = True) -> dict | None:
     """The shard's done record if it exists and every file has its recorded size and SHA-256; else None
-    (the shard must be redone)."""
+    (the shard must be redone). ``digest=False`` checks the sizes only (for shards just written, or
+    verified in full earlier in the same run)."""
     folder = Path(folder)
     try:
         done = json.loads((folder / f"{name}.done.json").read_text())
         for f, d in done["files"].items():
-            if (folder / f).stat().st_size != d["bytes"] or file_digest(folder / f)["sha256"] != d["sha256"]:
+            if (folder / f).stat().st_size != d["bytes"] or \
+                    digest and file_digest(folder / f)["sha256"] != d["sha256"]:
                 return None
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -86,11 +86,20 @@ def _rows(x, a: int, b: int, dev: torch.device) -> torch.Tensor:
     return blk if dev.type == "cpu" else blk.to(dev)
 
 
-def _check_finite(t: torch.Tensor, name: str, offset: int) -> None:
-    ok = torch.isfinite(t).all(dim=1)
-    if not bool(ok.all()):
-        row = offset + int(torch.nonzero(~ok)[0, 0])
-        raise ConfigError(f"{name} row {row} has a NaN or inf value; re-embed or drop it")
+def check_finite_rows(x, name: str, offset: int = 0) -> None:
+    """Raise ConfigError naming the first row of ``x`` (a torch tensor or a numpy array, rows
+    ``offset..``) that holds a NaN or inf. The one finiteness check of every search backend."""
+    if isinstance(x, torch.Tensor):
+        ok = torch.isfinite(x).all(dim=1)
+        if bool(ok.all()):
+            return
+        row = int(torch.nonzero(~ok)[0, 0])
+    else:
+        ok = np.isfinite(x).all(axis=1)
+        if ok.all():
+            return
+        row = int(np.argmin(ok))
+    raise ConfigError(f"{name} row {offset + row} has a NaN or inf value; re-embed or drop it")
 
 
 def _order_ties_by_index(v: torch.Tensor, i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +132,7 @@ def _block_topk_rows(sim: torch.Tensor, kk: int) -> tuple[torch.Tensor, torch.Te
 
 
 class _NonFiniteScores(Exception):
-    """A score block holds NaN/inf: a non-finite input row (reported by _check_finite) or an overflow."""
+    """A score block holds NaN/inf: a non-finite input row (reported by check_finite_rows) or an overflow."""
 
 
 def _block_topk(sim: torch.Tensor, kk: int, floor: torch.Tensor | None = None,
@@ -223,7 +232,7 @@ def topk_search(probes, gallery, k: int, probe_block: int | None = None, gallery
 
     with torch.inference_mode():
         p_all = _rows(probes, 0, n_p, dev)
-        _check_finite(p_all, "probes", 0)
+        check_finite_rows(p_all, "probes", 0)
         best_s = torch.full((n_p, k), -torch.inf, dtype=torch.float32, device=dev)
         best_i = torch.full((n_p, k), -1, dtype=torch.int64, device=dev)
         buf = torch.empty(min(pb, max(n_p, 1)) * min(gb, n_g), dtype=torch.float32, device=dev)
@@ -238,13 +247,13 @@ def topk_search(probes, gallery, k: int, probe_block: int | None = None, gallery
                 sim = buf[: (p1 - p0) * (g1 - g0)].view(p1 - p0, g1 - g0)
                 torch.mm(p_all[p0:p1], g_t, out=sim)
                 if not checked and -(-(g1 - g0) // _CHUNK) <= 2 * (kk + 1):
-                    _check_finite(g_blk, "gallery", g0)  # small block: no chunk maxima to check
+                    check_finite_rows(g_blk, "gallery", g0)  # small block: no chunk maxima to check
                     checked = True
                 try:
                     rows, v, i = _block_topk(sim, kk, floor=best_s[p0:p1, k - 1])
                 except _NonFiniteScores:
                     # the chunk maxima saw a NaN/inf: name the bad gallery row, else it was an overflow
-                    _check_finite(g_blk, "gallery", g0)
+                    check_finite_rows(g_blk, "gallery", g0)
                     raise ConfigError(f"scores against gallery rows {g0}:{g1} overflow float32; "
                                       "L2-normalise the embeddings") from None
                 if rows.numel() == 0:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..errors import ConfigError
 
 __all__ = ["Metric", "METRICS", "metric", "far_key", "is_known", "VERIFICATION", "IDENTIFICATION", "pct_column",
-           "op_target"]
+           "op_target", "ATTRIBUTES"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,13 @@ _BASE = {
     "rank5": Metric("rank5", "rank-5", "fraction", True, "closed-set rank-5 identification rate of mated probes"),
     "fte_rate": Metric("fte_rate", "FTE", "fraction", False,
                        "failure-to-enrol rate: pairs (1:1) or probes (1:N) with an image that has no embedding"),
+    # face attributes (kind: attributes): means over the model's attributes matched to the labels
+    "attr_accuracy": Metric("attr_accuracy", "attr acc", "fraction", True,
+                            "mean over attributes of the accuracy of logit >= 0 on images with a known label"),
+    "attr_balanced_accuracy": Metric("attr_balanced_accuracy", "attr bal acc", "fraction", True,
+                                     "mean over attributes of the balanced accuracy (TPR + TNR) / 2 of logit >= 0"),
+    "attr_ap": Metric("attr_ap", "attr AP", "fraction", True,
+                      "mean over attributes of the average precision of the logits (sklearn's definition)"),
 }
 _OP = {
     "tar_at_far": ("TAR@FAR", True, "true accept rate at the strict false accept rate target (real FAR <= target)"),
@@ -79,6 +86,7 @@ _OP_RE = re.compile(r"^(tar_at_far|tpir_at_fpir)_(.+)$")
 METRICS: dict[str, Metric] = dict(_BASE)
 VERIFICATION = ("accuracy", "accuracy_std", "tar_at_far_1e-3", "eer", "auc")
 IDENTIFICATION = ("rank1", "rank5", "tpir_at_fpir_1e-2", "tpir_at_fpir_1e-1")
+ATTRIBUTES = ("attr_accuracy", "attr_balanced_accuracy", "attr_ap")
 
 
 def metric(name: str) -> Metric:

@@ -36,7 +36,8 @@ def export_onnx(module, path: str | os.PathLike, preprocess: Preprocess, name: s
     spec = as_output_spec(outputs if outputs is not None else getattr(module, "output_spec", None))
     names = [OUTPUT_NAME]
     if spec is not None:
-        names = ["embedding"] + [k for k, s in (("mask", spec.mask), ("pattern", spec.pattern)) if s is not None]
+        names = ["embedding"] + [k for k, s in (("mask", spec.mask), ("pattern", spec.pattern),
+                                                 ("attributes", spec.attributes)) if s is not None]
         module = _NamedOutputs(module, spec)
         spec = _renamed(spec)
     meta = encode_metadata(preprocess, name, spec)
@@ -62,7 +63,8 @@ def _renamed(spec):
 
     return replace(spec, embedding="embedding",
                    mask=None if spec.mask is None else replace(spec.mask, key="mask"),
-                   pattern=None if spec.pattern is None else replace(spec.pattern, key="pattern"))
+                   pattern=None if spec.pattern is None else replace(spec.pattern, key="pattern"),
+                   attributes=None if spec.attributes is None else replace(spec.attributes, key="attributes"))
 
 
 def _NamedOutputs(module, spec):
@@ -166,7 +168,7 @@ class OnnxRecognizer:
 
     def infer(self, crops: np.ndarray) -> ModelOutputs:
         """Embeddings (L2-normalised) and, when declared, mask and pattern (un-flipped input)."""
-        if self.outputs is None or not self.outputs.has_occlusion:
+        if self.outputs is None or not (self.outputs.has_occlusion or self.outputs.has_attributes):
             return ModelOutputs(self.embed(crops))
         crops = check_crops(crops, self.preprocess)
         pp = self.preprocess
@@ -183,7 +185,7 @@ class OnnxRecognizer:
             return ModelOutputs(self.embed(crops))
         cat = (lambda xs: None if xs[0] is None else np.concatenate(xs))
         return ModelOutputs(np.concatenate([p.embedding for p in parts]), cat([p.mask for p in parts]),
-                            cat([p.pattern for p in parts]))
+                            cat([p.pattern for p in parts]), attributes=cat([p.attributes for p in parts]))
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         crops = check_crops(crops, self.preprocess)

@@ -7,13 +7,17 @@ ONNX files, or as an ``output_spec`` attribute of a module / factory / arch):
 
 ``{"embedding": "embedding",                                  # dict key, tuple index or ONNX output name
    "mask": {"key": "mask", "scale": "logits", "occluded": 1},  # N x 1 x h x w or N x h x w, crop frame
-   "pattern": {"key": "pattern", "scale": "logits", "k": 5, "order": "FROM"}}``  # N x P
+   "pattern": {"key": "pattern", "scale": "logits", "k": 5, "order": "FROM"},  # N x P
+   "attributes": ["Smiling", "Eyeglasses"]}``  # N x A face-attribute scores, output "attributes"
 
 - ``scale``: "logits" (sigmoid / softmax applied here) or "probabilities".
 - ``occluded``: the mask value that means "occluded": 1 (high = occluded, a segmentation) or 0
   (high = visible, e.g. FROM's feature mask, which multiplies features by ~0 where occluded).
 - ``k`` and ``order``: pattern classes are FROM's K x K patterns in FROM's order
   (``occbench.synth.patterns.enumerate_patterns``), P = (K(K+1)/2)^2 + 1.
+- ``attributes``: the attribute names, in the order of the model's N x A output (a list; or
+  ``{"key": ..., "names": [...], "scale": "logits" | "probabilities"}``). Parsed to logits (N, A)
+  float32 (probabilities p -> log(p / (1 - p))), so "present" is ``logit >= 0`` either way.
 
 The parsed mask is always P(occluded) in [0, 1], shape (N, h, w), float32; the parsed pattern is
 (N, P) float32 class scores (probabilities). NaN values are kept: scoring counts such images and
@@ -62,19 +66,36 @@ class PatternSpec:
 
 
 @dataclass(frozen=True)
+class AttributesSpec:
+    """Face-attribute scores: N x A, one column per name (matched by name to a label file's columns)."""
+
+    names: tuple[str, ...] = ()
+    key: str | int = "attributes"
+    scale: str = "logits"
+
+    def __post_init__(self):
+        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     """What a recognizer returns besides the embedding (see the module docstring)."""
 
     embedding: str | int = "embedding"
     mask: MaskSpec | None = None
     pattern: PatternSpec | None = None
+    attributes: AttributesSpec | None = None
 
     @property
     def has_occlusion(self) -> bool:
         return self.mask is not None or self.pattern is not None
 
+    @property
+    def has_attributes(self) -> bool:
+        return self.attributes is not None
+
     def keys(self) -> list[str | int]:
-        return [self.embedding] + [s.key for s in (self.mask, self.pattern) if s is not None]
+        return [self.embedding] + [s.key for s in (self.mask, self.pattern, self.attributes) if s is not None]
 
     def to_dict(self) -> dict:
         d: dict = {"embedding": self.embedding}
@@ -84,18 +105,25 @@ class OutputSpec:
         if self.pattern is not None:
             d["pattern"] = {"key": self.pattern.key, "k": self.pattern.k, "scale": self.pattern.scale,
                             "order": self.pattern.order, "source": self.pattern.source}
+        if self.attributes is not None:
+            d["attributes"] = {"key": self.attributes.key, "names": list(self.attributes.names),
+                               "scale": self.attributes.scale}
         return d
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "outputs") -> "OutputSpec":
         if not isinstance(d, dict):
             raise ConfigError(f"{source}: the outputs declaration must be a dict, got {type(d).__name__}")
-        unknown = sorted(set(d) - {"embedding", "mask", "pattern"})
+        unknown = sorted(set(d) - {"embedding", "mask", "pattern", "attributes"})
         if unknown:
-            raise ConfigError(f"{source}: unknown output(s) {unknown}; declare embedding, mask, pattern")
+            raise ConfigError(f"{source}: unknown output(s) {unknown}; declare embedding, mask, pattern, attributes")
         mask = _sub(MaskSpec, d.get("mask"), f"{source}.mask")
         pattern = _sub(PatternSpec, d.get("pattern"), f"{source}.pattern")
-        spec = cls(embedding=d.get("embedding", "embedding"), mask=mask, pattern=pattern)
+        attrs = d.get("attributes")
+        if isinstance(attrs, (list, tuple)):  # the short form: just the names
+            attrs = {"names": attrs}
+        attrs = _sub(AttributesSpec, attrs, f"{source}.attributes")
+        spec = cls(embedding=d.get("embedding", "embedding"), mask=mask, pattern=pattern, attributes=attrs)
         return validate_spec(spec, source)
 
 
@@ -133,6 +161,16 @@ def validate_spec(spec: OutputSpec, source: str = "outputs") -> OutputSpec:
         if spec.pattern.order not in PATTERN_ORDERS:
             raise ConfigError(f"{source}: pattern order must be one of {PATTERN_ORDERS}, got {spec.pattern.order!r}")
         spec.pattern.n_classes  # validates K
+    a = spec.attributes
+    if a is not None:
+        if a.scale not in SCALES:
+            raise ConfigError(f"{source}: attributes scale must be one of {SCALES}, got {a.scale!r}")
+        if not a.names or any(not n.strip() for n in a.names):
+            raise ConfigError(f"{source}: attributes must name every column of the N x A output (a non-empty "
+                              f"list of non-empty names), got {list(a.names)}")
+        if len(set(a.names)) != len(a.names):
+            dup = sorted({n for n in a.names if a.names.count(n) > 1})
+            raise ConfigError(f"{source}: attribute {dup[0]!r} is declared twice")
     return spec
 
 
@@ -146,12 +184,14 @@ def as_output_spec(value, source: str = "outputs") -> OutputSpec | None:
 @dataclass
 class ModelOutputs:
     """Parsed outputs of one batch: embedding (N, D) raw (not normalised) float32; mask (N, h, w)
-    P(occluded) float32 or None; pattern (N, P) class probabilities float32 or None."""
+    P(occluded) float32 or None; pattern (N, P) class probabilities float32 or None; attributes
+    (N, A) logits float32 or None."""
 
     embedding: np.ndarray
     mask: np.ndarray | None = None
     pattern: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    attributes: np.ndarray | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,13 +243,17 @@ def parse_outputs(raw, spec: OutputSpec | None, n: int) -> ModelOutputs:
         if spec.has_occlusion:
             _select(raw, spec.mask.key if spec.mask else spec.pattern.key,
                     "mask" if spec.mask else "pattern")  # raises: a single tensor cannot hold them
+        if spec.attributes is not None:
+            _select(raw, spec.attributes.key, "attributes")  # raises likewise
         emb = _embedding(raw, n)
-    mask = pattern = None
+    mask = pattern = attrs = None
     if spec.mask is not None and spec.mask.source == "model":
         mask = parse_mask(_select(raw, spec.mask.key, "mask"), spec.mask, n)
     if spec.pattern is not None and spec.pattern.source == "model":
         pattern = parse_pattern(_select(raw, spec.pattern.key, "pattern"), spec.pattern, n)
-    return ModelOutputs(emb, mask, pattern, notes)
+    if spec.attributes is not None:
+        attrs = parse_attributes(_select(raw, spec.attributes.key, "attributes"), spec.attributes, n)
+    return ModelOutputs(emb, mask, pattern, notes, attrs)
 
 
 def _embedding(x, n: int) -> np.ndarray:
@@ -256,6 +300,27 @@ def parse_pattern(x, spec: PatternSpec, n: int) -> np.ndarray:
     return a.astype(np.float32)
 
 
+def parse_attributes(x, spec: AttributesSpec, n: int) -> np.ndarray:
+    """(N, A) logits or probabilities -> (N, A) float32 logits; A must be the number of declared names."""
+    a = _to_numpy(x)
+    want = len(spec.names)
+    if a.ndim == 1 and want == 1 and a.shape[0] == n:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[0] != n:
+        raise OutputMismatchError(f"attributes output: expected shape (N={n}, A={want}), got {tuple(a.shape)}")
+    if a.shape[1] != want:
+        raise OutputMismatchError(f"attributes output has {a.shape[1]} columns but the model declares {want} "
+                                  f"attribute names; declare one name per column")
+    a = a.astype(np.float64)
+    if spec.scale == "probabilities":
+        if np.nanmin(a, initial=0.0) < -1e-3 or np.nanmax(a, initial=1.0) > 1 + 1e-3:
+            raise OutputMismatchError(f"attributes output is declared as probabilities but holds values in "
+                                      f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]; declare scale 'logits'")
+        p = np.clip(a, 1e-7, 1 - 1e-7)
+        a = np.log(p) - np.log1p(-p)
+    return a.astype(np.float32)
+
+
 class NoteOnce:
     """Logs each distinct note once per recognizer (an undeclared output would repeat per batch)."""
 
@@ -274,8 +339,13 @@ def declares_occlusion(recognizer) -> bool:
     return spec is not None and spec.has_occlusion
 
 
+def declares_attributes(recognizer) -> bool:
+    spec = getattr(recognizer, "outputs", None)
+    return spec is not None and getattr(spec, "attributes", None) is not None
+
+
 def infer_outputs(recognizer, crops) -> ModelOutputs:
-    """``recognizer.infer(crops)`` when it declares occlusion outputs, else its embeddings alone."""
-    if declares_occlusion(recognizer) and hasattr(recognizer, "infer"):
+    """``recognizer.infer(crops)`` when it declares occlusion or attribute outputs, else its embeddings alone."""
+    if (declares_occlusion(recognizer) or declares_attributes(recognizer)) and hasattr(recognizer, "infer"):
         return recognizer.infer(crops)
     return ModelOutputs(recognizer.embed(crops))

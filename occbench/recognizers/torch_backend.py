@@ -128,7 +128,8 @@ class TorchRecognizer:
         if self.preprocess.flip_test:
             e = out.embedding
             out = ModelOutputs(e[:n] + e[n:], None if out.mask is None else out.mask[:n],
-                               None if out.pattern is None else out.pattern[:n], out.notes)
+                               None if out.pattern is None else out.pattern[:n], out.notes,
+                               None if out.attributes is None else out.attributes[:n])
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +161,8 @@ class TorchRecognizer:
         emb = torch.nn.functional.normalize(emb, dim=1).numpy()  # as in embed(): the same bits
         self._dim = emb.shape[1]
         cat = (lambda xs: None if xs[0] is None else np.concatenate(xs))
-        return ModelOutputs(emb, cat([p.mask for p in parts]), cat([p.pattern for p in parts]))
+        return ModelOutputs(emb, cat([p.mask for p in parts]), cat([p.pattern for p in parts]),
+                            attributes=cat([p.attributes for p in parts]))
 
     def embed(self, crops: np.ndarray) -> np.ndarray:
         crops = check_crops(crops, self.preprocess)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..metrics.identification import TopK, _resolve_device, topk_search
+from .merge import merge_topk
 from .distractors import (
     SweepPoint,
     SweepResult,
@@ -31,7 +32,7 @@ from .distractors import (
 )
 
 __all__ = [
-    "BACKENDS", "SearchResult", "search", "recall_at_k",
+    "BACKENDS", "SearchResult", "search", "search_parts", "merge_topk", "recall_at_k",
     "SweepPoint", "SweepResult", "distractor_sweep", "plot_distractor_sweep", "run_distractor_sweep",
     "segment_max_scores",
 ]
@@ -99,32 +100,56 @@ def search(probes, gallery, k: int, backend: str = "torch", *, device="auto", re
     or ``faiss-hnsw`` (``IndexHNSWFlat``, ``hnsw_m`` links, ``ef_search``). Approximate backends
     compute recall@k on ``recall_sample`` seeded probes against exact torch search.
     """
+    return search_parts(probes, [gallery], k, backend, device=device, recall_sample=recall_sample, seed=seed,
+                        probe_block=probe_block, gallery_block=gallery_block, nlist=nlist, nprobe=nprobe,
+                        hnsw_m=hnsw_m, ef_search=ef_search, ef_construction=ef_construction)
+
+
+def search_parts(probes, parts, k: int, backend: str = "torch", *, device="auto", recall_sample: int = 1000,
+                 seed: int = 0, probe_block: int | None = None, gallery_block: int | None = None,
+                 **index_opts) -> SearchResult:
+    """:func:`search` over a gallery made of consecutive ``parts`` (e.g. the enrolled gallery, then
+    distractors) without concatenating them: each part is searched on its own and the top-k lists
+    are merged (:func:`~occbench.search.merge.merge_topk`), which gives the search of the
+    concatenation (gallery rows numbered across the parts). Empty parts are skipped. For an
+    approximate backend, recall@k is measured on the merged lists against exact search of all parts.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown search backend {backend!r}: use one of {', '.join(BACKENDS)}")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"k must be an integer >= 1, got {k!r}")
     k = int(k)
+    offsets = np.cumsum([0] + [len(p) for p in parts])[:-1].tolist()
+    used = [(p, o) for p, o in zip(parts, offsets) if len(p)]
+    if not used:
+        raise ConfigError("the gallery is empty")
     if backend == "torch":
         dev = _resolve_device(device)
         t = time.perf_counter()
-        top = topk_search(probes, gallery, k, probe_block=probe_block, gallery_block=gallery_block, device=dev)
+        tops = [topk_search(probes, p, k, probe_block=probe_block, gallery_block=gallery_block, device=dev)
+                for p, _ in used]
+        top = merge_topk(tops, [o for _, o in used], k)
         return SearchResult(top, "torch", True, str(dev), k,
                             {"probe_block": probe_block, "gallery_block": gallery_block},
                             search_s=time.perf_counter() - t)
     from . import faiss_backend
 
-    res = faiss_backend.faiss_search(probes, gallery, k, backend, device=device, seed=seed, nlist=nlist,
-                                     nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search,
-                                     ef_construction=ef_construction)
-    if res.exact:
-        return res
-    n_p = res.topk.indices.shape[0]
+    results = [faiss_backend.faiss_search(probes, p, k, backend, device=device, seed=seed, **index_opts)
+               for p, _ in used]
+    first = results[0]
+    params = dict(first.params) if len(results) == 1 else {"parts": [r.params for r in results]}
+    top = merge_topk([r.topk for r in results], [o for _, o in used], k)
+    build_s, search_s = sum(r.build_s for r in results), sum(r.search_s for r in results)
+    if first.exact:
+        return SearchResult(top, first.backend, True, first.device, k, params, build_s=build_s, search_s=search_s)
+    n_p = top.indices.shape[0]
     n = min(int(recall_sample), n_p)
     if n < 1:
         raise ConfigError(f"recall_sample must be >= 1 for an approximate search, got {recall_sample}")
     t = time.perf_counter()
     sample = np.sort(np.random.default_rng(seed).choice(n_p, size=n, replace=False))
-    exact = topk_search(np.asarray(probes)[sample], gallery, k, device=device)
-    rec = recall_at_k(res.topk.indices[sample], exact.indices)
-    return SearchResult(res.topk, res.backend, False, res.device, k, res.params, rec, n, res.build_s,
-                        res.search_s, time.perf_counter() - t)
+    q = np.asarray(probes)[sample]
+    exact = merge_topk([topk_search(q, p, k, device=device) for p, _ in used], [o for _, o in used], k)
+    rec = recall_at_k(top.indices[sample], exact.indices)
+    return SearchResult(top, first.backend, False, first.device, k, params, rec, n, build_s, search_s,
+                        time.perf_counter() - t)

@@ -27,7 +27,7 @@ import torch
 from ..errors import ConfigError
 from ..metrics.identification import (
     _DEFAULT_BLOCKS,
-    _check_finite,
+    check_finite_rows,
     _resolve_device,
     _rows,
     _shape,
@@ -64,12 +64,12 @@ def segment_max_scores(probes, distractors, sizes: Sequence[int], device="auto",
     seg = np.searchsorted(np.asarray(sizes), np.arange(top), side="right")  # distractor row -> first size covering it
     with torch.inference_mode():
         p_all = _rows(probes, 0, n_p, dev)
-        _check_finite(p_all, "probes", 0)
+        check_finite_rows(p_all, "probes", 0)
         seg_max = torch.full((n_p, len(sizes)), -torch.inf, dtype=torch.float32, device=dev)
         for g0 in range(0, top, gb):
             g1 = min(g0 + gb, top)
             g_blk = _rows(distractors, g0, g1, dev)
-            _check_finite(g_blk, "distractors", g0)
+            check_finite_rows(g_blk, "distractors", g0)
             bounds = np.flatnonzero(np.diff(seg[g0:g1])) + 1
             cuts = [0, *bounds.tolist(), g1 - g0]
             for p0 in range(0, n_p, pb):
@@ -89,6 +89,7 @@ class SweepPoint:
     tpir: tuple[float, ...]  # at each fpir target, rank 1
     fpir: tuple[float, ...]  # achieved FPIR at each target
     threshold: tuple[float, ...]
+    reachable: tuple[bool, ...] = ()  # False: too few non-mated probes for the target (the FPIR = 0 point)
 
 
 @dataclass(frozen=True)
@@ -108,19 +109,25 @@ class SweepResult:
         rows = []
         for p in self.points:
             row = {"n_distractors": p.n_distractors, "gallery_size": p.gallery_size, "rank1_rate": p.rank1}
-            for t, v in zip(self.fpir_targets, p.tpir):
-                row[f"tpir_at_fpir_{t:g}"] = v
+            for t, v, ok in zip(self.fpir_targets, p.tpir, p.reachable or (True,) * len(p.tpir)):
+                row[f"tpir_at_fpir_{t:g}"] = v if ok else float("nan")
             rows.append(row)
         return pd.DataFrame(rows)
 
 
 def distractor_sweep(topk_scores, topk_ids, probe_labels, gallery_labels, seg_max, sizes: Sequence[int],
-                     fpir: float | Iterable[float] = (1e-3, 1e-2, 1e-1)) -> SweepResult:
+                     fpir: float | Iterable[float] = (1e-3, 1e-2, 1e-1), mated=None,
+                     nonmated_floor: float | None = None) -> SweepResult:
     """Rank-1 and TPIR@FPIR (rank 1) for each distractor count in ``sizes`` (ascending).
 
     topk_scores/topk_ids: the gallery search (k >= 2 unless the lists hold the whole gallery);
     seg_max: :func:`segment_max_scores` of the same probes for the same sizes.
     Open-set TPIR needs non-mated probes; with none, ``tpir`` is empty.
+
+    Failure to enrol (as the eval's 1:N metrics): ``mated`` (bool per probe, default: the label is in
+    the gallery) marks the probes meant to be mated; one without a gallery mate, or a failed probe
+    (a row of -inf scores / -1 ids), misses at every size. ``nonmated_floor`` replaces a non-finite
+    top-1 score of a non-mated probe (a failed probe), so it never raises a false positive.
     """
     sizes = list(sizes)
     s = np.asarray(topk_scores, dtype=np.float64)
@@ -131,23 +138,29 @@ def distractor_sweep(topk_scores, topk_ids, probe_labels, gallery_labels, seg_ma
     if dmax.shape != (s.shape[0], len(sizes)):
         raise ConfigError(f"seg_max must be (probes, sizes) = ({s.shape[0]}, {len(sizes)}), got {dmax.shape}")
     m = mate_ranks(topk_scores, topk_ids, probe_labels, gallery_labels)
-    if not m.has_mate.any():
+    mated = m.has_mate if mated is None else np.asarray(mated, bool)
+    if mated.shape != m.has_mate.shape:
+        raise ConfigError(f"mated must have one value per probe ({m.has_mate.size}), got shape {mated.shape}")
+    if not mated.any():
         raise ConfigError("no probe has a mate in the gallery: rank-1 is undefined")
     targets = (float(fpir),) if np.ndim(fpir) == 0 else tuple(float(f) for f in fpir)
-    mated, nonmated = m.has_mate, ~m.has_mate
+    nonmated = ~mated
     points = []
     for j, n in enumerate(sizes):
         hit = mated & (m.ranks == 1) & (m.mate_scores > dmax[:, j])
         rank1 = float(hit[mated].mean())
-        tp, fp, th = (), (), ()
+        tp, fp, th, ok = (), (), (), ()
         if nonmated.any() and targets:
             ranks = np.where(hit, 1.0, np.inf)[mated]
             nm_top1 = np.maximum(s[nonmated, 0], dmax[nonmated, j])
+            if nonmated_floor is not None:
+                nm_top1 = np.where(np.isfinite(nm_top1), nm_top1, float(nonmated_floor))
             ops = tpir_at_fpir_from_scores(ranks, m.mate_scores[mated], nm_top1, list(targets), rank=1)
             tp = tuple(o.tpir for o in ops)
             fp = tuple(o.fpir for o in ops)
             th = tuple(o.threshold for o in ops)
-        points.append(SweepPoint(int(n), n_gal + int(n), rank1, tp, fp, th))
+            ok = tuple(bool(o.reachable) for o in ops)
+        points.append(SweepPoint(int(n), n_gal + int(n), rank1, tp, fp, th, ok))
     return SweepResult(tuple(points), targets if nonmated.any() else (), int(mated.sum()), int(nonmated.sum()))
 
 
@@ -175,7 +188,8 @@ def plot_distractor_sweep(result: SweepResult, path: str | Path, title: str | No
     fig, ax = plt.subplots(figsize=(5.5, 4))
     ax.plot(x, [100 * p.rank1 for p in pts], "o-", label="rank-1")
     for i, t in enumerate(result.fpir_targets):
-        ax.plot(x, [100 * p.tpir[i] for p in pts], "s--", label=f"TPIR @ FPIR={t:g}")
+        if all(p.reachable[i] for p in pts if p.reachable):
+            ax.plot(x, [100 * p.tpir[i] for p in pts], "s--", label=f"TPIR @ FPIR={t:g}")
     ax.set_xscale("log")
     ax.set_xlabel("gallery size (enrolled + distractors)")
     ax.set_ylabel("identification rate (%)")

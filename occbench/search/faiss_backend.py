@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ..errors import ConfigError
-from ..metrics.identification import TopK, _resolve_device, _shape, topk_search
+from ..metrics.identification import TopK, _resolve_device, _shape, check_finite_rows, topk_search
 
 _ADD_CHUNK = 65536  # gallery rows converted, checked and added at a time (bounds the extra copy)
 
@@ -31,9 +31,7 @@ def import_faiss():
 
 def _as_f32(x, name: str, offset: int = 0) -> np.ndarray:
     a = np.ascontiguousarray(x, dtype=np.float32)
-    ok = np.isfinite(a).all(axis=1)
-    if not ok.all():
-        raise ConfigError(f"{name} row {offset + int(np.argmin(ok))} has a NaN or inf value; re-embed or drop it")
+    check_finite_rows(a, name, offset)
     return a
 
 

@@ -52,6 +52,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from .. import __version__
@@ -221,10 +222,12 @@ class Variant:
 
 def plan_variants(occluders: tuple[str, ...], scales: tuple[float, ...], per_scale: bool,
                   per_occluder: bool) -> list[Variant]:
+    from .occluders import seed_group  # every look of an occluder (hand, hand_v1) has the same seeds
+
     if per_occluder and per_scale:
-        out = [Variant(f"{o}@s{format_scale(s)}", o, o, s) for o in occluders for s in scales]
+        out = [Variant(f"{o}@s{format_scale(s)}", seed_group(o), o, s) for o in occluders for s in scales]
     elif per_occluder:
-        out = [Variant(o, o, o, None) for o in occluders]
+        out = [Variant(o, seed_group(o), o, None) for o in occluders]
     elif per_scale:
         out = [Variant(f"s{format_scale(s)}", "main", None, s) for s in scales]
     else:
@@ -431,10 +434,18 @@ def occlusion_labels(mask: np.ndarray, five: np.ndarray, k: int, frame: FaceFram
     Same values as ``patterns.match_pattern`` / ``patterns.cell_fractions`` on the face-frame mask
     (tested against them): per-cell counts and per-pattern intersections are exact integer-valued
     matrix products with cached tables."""
-    fm = (frame or FaceFrame(five, mask.shape)).mask(mask)
-    h, w = fm.shape
-    rows, cols, cover, pattern_area, cell_area = _label_tables(k, h, w)
-    counts = (rows @ fm.astype(np.float32) @ cols).astype(np.float64)
+    frame = frame or FaceFrame(five, mask.shape)
+    if frame.identity:  # the mask is the face frame: count over its bounding box only (zeros elsewhere)
+        h, w = mask.shape
+        rows, cols, cover, pattern_area, cell_area = _label_tables(k, h, w)
+        x, y, bw, bh = cv2.boundingRect(mask)
+        fm = mask[y:y + bh, x:x + bw] >= 128
+        counts = (rows[:, y:y + bh] @ fm.astype(np.float32) @ cols[x:x + bw]).astype(np.float64)
+    else:
+        fm = frame.mask(mask)
+        h, w = fm.shape
+        rows, cols, cover, pattern_area, cell_area = _label_tables(k, h, w)
+        counts = (rows @ fm.astype(np.float32) @ cols).astype(np.float64)
     total = counts.sum()
     inter = counts.reshape(-1) @ cover
     iou = inter / (pattern_area + total - inter + IOU_EPS)
@@ -467,6 +478,7 @@ class _Worker:
         self._journal = journal
         self._journal_fd: int | None = None
         self._crash_keys = frozenset(spec.get("crash_keys", ()))
+        self._part_columns = True  # part_<name> fractions in the rows (OccludedDataset does not need them)
 
     # -- files
     def _write(self, rel: str, data: bytes) -> None:
@@ -600,7 +612,8 @@ class _Worker:
             return {"key": key, "rows": all_rows(lm.status or "noface", lm.reason, **size), "landmarks": lm_row}
         image.flags.writeable = False  # occluders are transforms: they return new arrays
         frame = self._frame(lm.landmarks.five, (h, w))
-        parts, part_path = self._part_map(key, lm.landmarks, (h, w))
+        # the part map (a raster of the dense mesh for wild faces) only feeds the part columns / part maps
+        parts, part_path = self._part_map(key, lm.landmarks, (h, w)) if self._part_columns else (None, "")
         rows = []
         for v, d in zip(self.variants, draws):
             row = empty_row(**base, **size, variant=v.name, seed=d["seed"], landmarks=lm.landmarks.source,
@@ -663,7 +676,7 @@ class _Worker:
             self._write(mask_rel, self._zero_mask(h, w))
             return dict(image=image_rel, mask=mask_rel, status="clean", occluder="none", scale=float("nan"),
                         area_frac=0.0, pattern=0, cells=cells_json([0.0] * (cfg.k * cfg.k)), params="{}",
-                        **part_row(np.zeros((h, w), np.uint8), parts))
+                        **(part_row(np.zeros((h, w), np.uint8), parts) if self._part_columns else {}))
         res = self.occluders[d["occluder"]](image, landmarks, rng=d["rng"], scale=d["scale"],
                                             placement=cfg.placement)
         out_img = np.asarray(res.image)
@@ -676,11 +689,65 @@ class _Worker:
                                 f"expected {(h, w)}")
         mask = np.where(mask >= 128, 255, 0).astype(np.uint8) if mask.dtype != np.uint8 else mask
         labels = occlusion_labels(mask, landmarks.five, cfg.k, frame)
-        self._write(image_rel, encode(out_img, fmt or "png", jpeg_quality=cfg.jpeg_quality))
-        self._write(mask_rel, encode_mask_png(mask))
+        self._write(image_rel, self._encode_image(out_img, fmt))
+        self._write(mask_rel, self._encode_mask(mask))
         return dict(image=image_rel, mask=mask_rel, status="ok", occluder=d["occluder"], scale=d["scale"],
                     area_frac=labels["area_frac"], pattern=labels["pattern"], cells=cells_json(labels["cells"]),
-                    params=to_json(res.params), **part_row(mask, parts))
+                    params=self._params_json(res.params),
+                    **(_part_row(mask, parts) if self._part_columns else {}))
+
+    # -- encodings (a capture worker for training keeps arrays where decoding would give them back)
+    def _encode_image(self, image: np.ndarray, fmt: str) -> bytes:
+        return encode(image, fmt or "png", jpeg_quality=self.cfg.jpeg_quality)
+
+    def _encode_mask(self, mask: np.ndarray) -> bytes:
+        return encode_mask_png(mask)
+
+    def _params_json(self, params: dict) -> str:
+        return to_json(params)
+
+
+class _PartCounts:
+    """Per part map: its labels as indices and the pixel count of every part (computed once)."""
+
+    def __init__(self, labels: np.ndarray, parts):
+        self.n = len(parts.parts) + 1
+        self.lab = np.ascontiguousarray(labels).astype(np.intp)
+        self.total = np.bincount(self.lab.ravel(), minlength=self.n)[:self.n]
+        by_id = {p.name: p.id for p in parts.parts}
+        self.parts = [(f"part_{p.name}", p.id) for p in parts.parts]
+        self.groups = [(f"part_{g}", [by_id[m] for m in members]) for g, members in parts.groups.items()]
+        self.group_totals = [int(self.total[ids].sum()) for _, ids in self.groups]
+
+
+_PART_COUNTS: dict[int, tuple[Any, _PartCounts]] = {}
+
+
+def _part_row(mask: np.ndarray, pm) -> dict:
+    """``face.parts.part_row(mask, pm)`` with the same values, faster: part totals are computed once
+    per part map and occluded pixels counted over the mask's bounding box only."""
+    if not pm.ok:
+        return {"part_reason": pm.reason}
+    hit = _PART_COUNTS.get(id(pm))
+    if hit is None or hit[0] is not pm:
+        from ..face.parts import load_parts
+
+        if len(_PART_COUNTS) > 8:
+            _PART_COUNTS.clear()
+        hit = _PART_COUNTS[id(pm)] = (pm, _PartCounts(pm.labels, load_parts()))
+    pc = hit[1]
+    if mask.shape != pc.lab.shape:
+        from ..face.parts import part_row
+
+        return part_row(mask, pm)  # raises the shape error
+    x, y, w, h = cv2.boundingRect(mask)
+    lab = pc.lab[y:y + h, x:x + w]
+    covered = np.bincount(lab[mask[y:y + h, x:x + w] >= 128], minlength=pc.n)[:pc.n]
+    total = pc.total
+    out = {name: float(covered[i] / total[i]) if total[i] else float("nan") for name, i in pc.parts}
+    for (name, ids), t in zip(pc.groups, pc.group_totals):
+        out[name] = float(covered[ids].sum() / t) if t else float("nan")
+    return out
 
 
 _float_repr = lru_cache(maxsize=1 << 15)(float.__repr__)  # cell fractions take few distinct values
@@ -752,7 +819,8 @@ def _run_batch(spec: dict, batch: list[tuple[str, str]]) -> list[dict]:
 
 def _isolated_main() -> None:
     """Entry point of the fresh interpreter ``_run_isolated`` starts: (spec, key, identity) pickled on
-    stdin, ("ok", record) or ("output", message) pickled to the file descriptor in argv[1]."""
+    stdin, ("ok", record) or ("output", message) pickled to the file descriptor in argv[1]. With
+    ``spec["capture"]`` (shard runs) the item is rendered in memory and nothing is written."""
     import pickle
     import sys
 
@@ -760,7 +828,12 @@ def _isolated_main() -> None:
     lease = _workers_lock(spec["out"], exclusive=False)
     try:
         try:
-            result = ("ok", _Worker(spec, journal=False).process_logged(key, identity))
+            if spec.get("capture"):  # shard runs: outputs captured in memory, nothing written to OUT
+                from .sharded import _CaptureWorker
+
+                result = ("ok", _CaptureWorker(spec).render(key, identity))
+            else:
+                result = ("ok", _Worker(spec, journal=False).process_logged(key, identity))
         except OutputWriteError as e:
             result = ("output", str(e))
     finally:

@@ -12,13 +12,23 @@ as a ``files`` run (in the manifest; they have no record in a shard).
 Manifest ``image`` / ``mask`` columns point into the shards: ``shards/rec-00003.rec#17`` (record 17
 of that shard; its mask is the ``mask_png`` of row 17 of ``rec-00003.parquet``) or
 ``shards/wds-00003.tar#000000042-00.jpg``.
+
+Crash isolation, as in a ``files`` run: a shard task notes the key it is rendering in
+``OUT/.synth/inflight-shards/<shard>``. When a worker process dies (segfault, abort, killed: a joblib
+``TerminatedWorkerError``, a Dask ``KilledWorker``, or the main process itself at ``--jobs 1``, found
+on the rerun), each key those journals name is rendered alone in a fresh interpreter; one that crashes
+there becomes an error row (``the worker process crashed on this image (...)``) and its shard is
+redone without it. Unfinished shards are redone; finished ones are kept.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from pathlib import Path
+
+import numpy as np
 
 from .. import __version__
 from ..errors import ConfigError, DataNotFoundError, OccbenchError, OutputWriteError
@@ -43,6 +53,8 @@ class _CaptureWorker(pl._Worker):
     def render(self, key: str, identity: str) -> dict:
         """The item's record (as ``process``) with ``captured`` holding its encoded outputs."""
         self.captured = {}
+        if key in self._crash_keys:
+            os.abort()  # test hook (pl.CRASH_HOOK_ENV): behave as a native crash on this image would
         try:
             return self.process(key, identity)
         except OutputWriteError:
@@ -52,6 +64,82 @@ class _CaptureWorker(pl._Worker):
                                    f"internal error: {pl._reason(e)}")
 
 
+class _ArrayWorker(_CaptureWorker):
+    """The capture worker for on-the-fly training (:class:`occbench.torch.OccludedDataset`): where
+    decoding an output would give back the very array, ``captured`` holds the array instead of its
+    encoding (the mask, and the image when it is written losslessly as PNG); a JPEG image is still
+    encoded, as synth writes it, so the dataset decodes the pixels synth writes. ``params`` stays a
+    dict and the ``part_<name>`` fractions are not computed."""
+
+    _LOSSLESS = ("png",)
+
+    def __init__(self, spec: dict, source=None, landmarker=None):
+        super().__init__(spec, source=source, landmarker=landmarker)
+        self._part_columns = False
+
+    def _encode_image(self, image, fmt: str):
+        return image if (fmt or "png") in self._LOSSLESS else super()._encode_image(image, fmt)
+
+    def _encode_mask(self, mask):
+        return mask
+
+    def _zero_mask(self, h: int, w: int):
+        return np.zeros((h, w), np.uint8)
+
+    def _params_json(self, params: dict):
+        return params
+
+
+JOURNAL_DIR = "inflight-shards"  # in OUT/.synth: per running shard, the key being rendered
+
+
+class _Journal:
+    """``OUT/.synth/inflight-shards/<shard>``: the key a shard task is rendering ("" between images).
+    Removed when the task ends normally; left behind when its process dies, naming the suspect."""
+
+    def __init__(self, out: Path, name: str):
+        self.path = out / pl.STATE_DIR / JOURNAL_DIR / name
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise output_error(e, self.path, pl._RESUME_HINT) from None
+
+    def note(self, key: str) -> None:
+        data = key.encode("utf-8", "surrogateescape")
+        try:
+            os.pwrite(self.fd, data, 0)
+            os.ftruncate(self.fd, len(data))
+        except OSError as e:
+            raise output_error(e, self.path, pl._RESUME_HINT) from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def read_journals(out: Path) -> list[str]:
+    """Keys the shard journals name (a process died rendering them), cleared once read."""
+    folder = out / pl.STATE_DIR / JOURNAL_DIR
+    keys = []
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            try:
+                key = p.read_bytes().decode("utf-8", "surrogateescape")
+                p.unlink()
+            except OSError:
+                continue
+            if key:
+                keys.append(key)
+    return keys
+
+
 _CAPTURE_CACHE: dict[str, _CaptureWorker] = {}
 
 
@@ -59,10 +147,11 @@ def capture_worker(spec: dict, source=None, landmarker=None) -> _CaptureWorker:
     """One capture worker per process and run configuration (state built once)."""
     if source is not None:
         return _CaptureWorker(spec, source=source, landmarker=landmarker)
-    w = _CAPTURE_CACHE.get(spec["fingerprint"])
+    key = f"{spec['fingerprint']}:{spec.get('crash_keys')}"  # the test hook's keys are no part of the recipe
+    w = _CAPTURE_CACHE.get(key)
     if w is None:
         _CAPTURE_CACHE.clear()
-        w = _CAPTURE_CACHE[spec["fingerprint"]] = _CaptureWorker(spec)
+        w = _CAPTURE_CACHE[key] = _CaptureWorker(spec)
     return w
 
 
@@ -85,29 +174,42 @@ def render_shard(spec: dict, task: dict, source=None, landmarker=None) -> dict:
     fmt, name, first = task["format"], task["name"], task["first_item"]
     w = capture_worker(spec, source, landmarker)
     samples, records = [], []
-    for j, (key, identity) in enumerate(task["items"]):
-        if key in task["pre_errors"]:
-            rec = pl.error_record(w.cfg, w.variants, w.occ_names, key, identity, task["pre_errors"][key])
-        else:
-            rec = w.render(key, identity)
-        rec = dict(rec)
-        rec.pop("files", None)
-        for vi, row in enumerate(rec["rows"]):
-            if row["status"] not in ("ok", "clean"):
-                continue
-            skey = sh.sample_key(first + j, vi)
-            ext = sh.image_ext(row.get("fmt") or "png")
-            s = sh.ShardSample(skey, task["labels"][identity], w.captured[row["image"]], ext,
-                               w.captured[row["mask"]],
-                               {f: row.get(f) for f in sh.META_FIELDS if f != "label"} | {"identity": identity})
-            if fmt == "rec":
-                row["image"] = f"{sh.SHARD_DIR}/{name}.rec#{len(samples)}"
-                row["mask"] = f"{sh.SHARD_DIR}/{name}.parquet#{len(samples)}"
+    with _Journal(Path(spec["out"]), name) as journal:
+        for j, (key, identity) in enumerate(task["items"]):
+            if key in task["pre_errors"]:
+                rec = pl.error_record(w.cfg, w.variants, w.occ_names, key, identity, task["pre_errors"][key])
             else:
-                row["image"] = f"{sh.SHARD_DIR}/{name}.tar#{skey}.{ext}"
-                row["mask"] = f"{sh.SHARD_DIR}/{name}.tar#{skey}.mask.png"
-            samples.append(s)
-        records.append(rec)
+                journal.note(key)
+                rec = w.render(key, identity)
+            records.append(_add_samples(rec, task, first + j, identity, w.captured, samples))
+        journal.note("")
+    return _write(spec, task, samples, records)
+
+
+def _add_samples(rec: dict, task: dict, item_index: int, identity: str, captured: dict, samples: list) -> dict:
+    """The item's manifest record pointing into the shard; its samples appended to ``samples``."""
+    fmt, name = task["format"], task["name"]
+    rec = dict(rec)
+    rec.pop("files", None)
+    for vi, row in enumerate(rec["rows"]):
+        if row["status"] not in ("ok", "clean"):
+            continue
+        skey = sh.sample_key(item_index, vi)
+        ext = sh.image_ext(row.get("fmt") or "png")
+        s = sh.ShardSample(skey, task["labels"][identity], captured[row["image"]], ext, captured[row["mask"]],
+                           {f: row.get(f) for f in sh.META_FIELDS if f != "label"} | {"identity": identity})
+        if fmt == "rec":
+            row["image"] = f"{sh.SHARD_DIR}/{name}.rec#{len(samples)}"
+            row["mask"] = f"{sh.SHARD_DIR}/{name}.parquet#{len(samples)}"
+        else:
+            row["image"] = f"{sh.SHARD_DIR}/{name}.tar#{skey}.{ext}"
+            row["mask"] = f"{sh.SHARD_DIR}/{name}.tar#{skey}.mask.png"
+        samples.append(s)
+    return rec
+
+
+def _write(spec: dict, task: dict, samples: list, records: list) -> dict:
+    fmt, name, first = task["format"], task["name"], task["first_item"]
     hw = next(((r["height"], r["width"]) for rec in records for r in rec["rows"] if r["status"] in ("ok", "clean")),
               None)
     folder = Path(spec["out"]) / sh.SHARD_DIR
@@ -175,6 +277,8 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
         labels = label_map(i for _, i in pairs)
         spec = {"config": cfg.to_dict(), "out": str(out), "variants": [dataclasses.asdict(v) for v in variants],
                 "occluders": list(occ_names), "fingerprint": lock["fingerprint"]}
+        if os.environ.get(pl.CRASH_HOOK_ENV):  # test hook: read here, so every worker process sees it
+            spec["crash_keys"] = sorted(filter(None, os.environ[pl.CRASH_HOOK_ENV].split("\n")))
         tasks = []
         for n, a in enumerate(range(0, len(pairs), shard_size)):
             block = pairs[a:a + shard_size]
@@ -184,25 +288,32 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
         folder = out / sh.SHARD_DIR
         todo = [t for t in tasks if not _kept(folder, t["name"], lock["fingerprint"])]
         resumed = len(pairs) - sum(len(t["items"]) for t in todo)
+        crashed = _isolate_suspects(spec, cfg, variants, occ_names, todo)  # a crashed earlier run's images
 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(pairs), initial=resumed, unit="img", desc="synth", disable=not progress,
                    dynamic_ncols=True, leave=False)
+        worker_died = _worker_died_types()
         try:
-            if dask:
-                from ..distributed import run_on_dask
-
-                run_on_dask(dask, _run_task, spec, todo, on_done=lambda r: bar.update(r["n_items"]))
-            elif pl._n_jobs(cfg.jobs) == 1 or len(todo) <= 1:
-                for t in todo:
-                    bar.update(render_shard(spec, t, source, landmarker)["n_items"])
-            else:
-                from joblib import Parallel, delayed
-
-                with Parallel(n_jobs=pl._n_jobs(cfg.jobs), backend="loky", return_as="generator_unordered") as par:
-                    for r in par(delayed(_run_task)(spec, t) for t in todo):
-                        bar.update(r["n_items"])
+            while True:
+                try:
+                    _execute(spec, cfg, todo, dask, source, landmarker, bar)
+                    break
+                except worker_died as e:
+                    died = e  # a worker process died: find the image it was on, redo unfinished shards
+                except BaseException:  # Ctrl-C, an output error: nothing crashed, forget what was in flight
+                    read_journals(out)
+                    raise
+                todo = [t for t in todo if not _kept(folder, t["name"], lock["fingerprint"])]
+                found = _isolate_suspects(spec, cfg, variants, occ_names, todo)
+                if not found:
+                    raise OccbenchError(f"a worker process died ({pl._reason(died)}) but none of the images "
+                                        "it was on crashes alone (out of memory?); rerun the same command to "
+                                        "resume (finished shards are kept), or use fewer --jobs") from None
+                crashed += found
+                bar.n = len(pairs) - sum(len(t["items"]) for t in todo)
+                bar.refresh()
         finally:
             bar.close()
             landmarker.close()
@@ -212,8 +323,8 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
             # (their shards were redone elsewhere), so the output holds exactly what a one-process run writes
             sweep_temp_files(folder)
             dones = []
-            for t in tasks:
-                d = sh.verified_shard(folder, t["name"])
+            for t in tasks:  # kept shards were hashed as the run started, the others were just written
+                d = sh.verified_shard(folder, t["name"], digest=False)
                 if d is None:
                     raise OccbenchError(f"shard {t['name']} failed verification after the run; rerun to redo it")
                 dones.append(d)
@@ -229,9 +340,54 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
         except OSError as e:
             raise output_error(e, out, pl._RESUME_HINT) from None
     summary.resumed = resumed
+    summary.crashed = crashed
     summary.processed = len(pairs) - resumed
     summary.elapsed_s = time.perf_counter() - t0
     return summary
+
+
+def _worker_died_types() -> tuple[type, ...]:
+    from concurrent.futures.process import BrokenProcessPool
+
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    from ..distributed import WorkerDied
+
+    return (TerminatedWorkerError, BrokenProcessPool, WorkerDied)
+
+
+
+def _execute(spec: dict, cfg: pl.SynthConfig, todo: list[dict], dask: str | None, source, landmarker, bar) -> None:
+    """Render the shards of ``todo``: on Dask, in joblib worker processes, or here (--jobs 1)."""
+    if dask:
+        from ..distributed import run_on_dask
+
+        run_on_dask(dask, _run_task, spec, todo, on_done=lambda r: bar.update(r["n_items"]))
+    elif pl._n_jobs(cfg.jobs) == 1 or len(todo) <= 1:
+        for t in todo:
+            bar.update(render_shard(spec, t, source, landmarker)["n_items"])
+    else:
+        from joblib import Parallel, delayed
+
+        with Parallel(n_jobs=pl._n_jobs(cfg.jobs), backend="loky", return_as="generator_unordered") as par:
+            for r in par(delayed(_run_task)(spec, t) for t in todo):
+                bar.update(r["n_items"])
+
+
+def _isolate_suspects(spec: dict, cfg: pl.SynthConfig, variants, occ_names, todo: list[dict]) -> int:
+    """Render each key the shard journals name alone in a fresh interpreter; one whose process crashes
+    becomes an error row of its shard (``pre_errors``). Returns how many crashed."""
+    where = {key: (t, identity) for t in todo for key, identity in t["items"]}
+    found = 0
+    for key in dict.fromkeys(read_journals(Path(spec["out"]))):
+        if key not in where or key in where[key][0]["pre_errors"]:
+            continue
+        t, identity = where[key]
+        rec, died = pl._run_isolated(spec | {"capture": True}, cfg, variants, occ_names, key, identity)
+        if died:
+            t["pre_errors"][key] = rec["rows"][0]["reason"]
+            found += 1
+    return found
 
 
 def _kept(folder: Path, name: str, fingerprint: str) -> bool:

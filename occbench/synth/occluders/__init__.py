@@ -13,15 +13,16 @@ import json
 
 from ...errors import ConfigError
 from ...paths import resource_dir
-from . import blocks, glasses, hand, hats, masks, rgba, scarf  # noqa: F401  (registers families)
+from . import blocks, glasses, hand, hats, masks, part_blocks, rgba, scarf  # noqa: F401  (registers families)
 from .base import (ALPHA_OCCLUDED, CATEGORIES, FAMILIES, MIN_SIDE_PX, PLACEMENTS, OcclusionResult, Occluder,
                    Part)
-from .definitions import OCCLUDERS, OccluderFactory, load_definitions, register_factory
+from .definitions import (OCCLUDERS, OccluderFactory, load_definitions, load_frozen_looks, register_factory,
+                          register_look, same_look, seed_group, versioned)
 from .rgba import FRAME_POINTS, read_asset_dir
 
 __all__ = ["OCCLUDERS", "FAMILIES", "CATEGORIES", "PLACEMENTS", "ALPHA_OCCLUDED", "MIN_SIDE_PX", "FRAME_POINTS",
            "Occluder", "OcclusionResult", "Part", "OccluderFactory", "create_occluder", "shared_occluder",
-           "list_occluders", "default_occluders", "load_occluder_dir"]
+           "list_occluders", "default_occluders", "load_occluder_dir", "seed_group", "versioned"]
 
 
 def create_occluder(name: str, **overrides) -> Occluder:
@@ -68,16 +69,33 @@ def load_occluder_dir(path) -> list[str]:
             fac()
         except ConfigError as err:
             raise ConfigError(f"{e['source']}: {err}") from None
-        if fac.name in OCCLUDERS and OCCLUDERS.get(fac.name) != fac:
+        old = OCCLUDERS.get(fac.name) if fac.name in OCCLUDERS else None
+        if old is not None and not same_look(old, fac):
             raise ConfigError(f"{e['source']}: occluder name {fac.name!r} is already defined by "
-                              f"{getattr(OCCLUDERS.get(fac.name), 'source', '?')}: choose another name")
-        facs.append(fac)
-    for fac in facs:  # all checked first: a bad entry registers nothing
-        register_factory(fac)
-    return [f.name for f in facs]
+                              f"{getattr(old, 'source', '?')}: choose another name")
+        facs.append((fac, old is not None))
+    for fac, known in facs:  # all checked first: a bad entry registers nothing
+        if not known:  # the same definition again (also the built-in set): nothing to do
+            register_factory(fac)
+    return [f.name for f, _ in facs]
+
+
+def _load_builtin_assets(folder) -> None:
+    """The project-made RGBA set is look 1 of its names: each is registered as ``<name>_v1`` and, unless
+    a top-level definition gives that name a newer look, under its plain name too."""
+    for e in read_asset_dir(folder):
+        fac = OccluderFactory(e["name"], "rgba", e["category"], e["config"], source=e["source"], base=e["name"])
+        fac()
+        if fac.name not in OCCLUDERS:
+            register_factory(fac)
+            register_look(fac)
+        else:  # superseded by a newer look: keep look 1 pinned
+            register_factory(OccluderFactory(versioned(fac.name, 1), "rgba", e["category"], e["config"],
+                                             source=e["source"], in_default=False, base=fac.name))
 
 
 _RESOURCES = resource_dir("occluders")
+load_frozen_looks(_RESOURCES)
 load_definitions(_RESOURCES)
 if (_RESOURCES / "assets" / "occluders.yaml").is_file():
-    load_occluder_dir(_RESOURCES / "assets")
+    _load_builtin_assets(_RESOURCES / "assets")

@@ -16,6 +16,7 @@ from ...face import geometry
 from . import functional as F
 from .base import (FAMILIES, Occluder, Part, choose_colour, new_seed, pick, smooth, solid, tone, toward, uniform, v_dict,
                    v_number, v_palette, v_point, v_points, v_range)
+from .style import TINT_SCHEMA, apply_tint, tint
 
 
 def _poses(name, key, val):
@@ -125,3 +126,40 @@ class Hand(Occluder):
         parts.append(Part([place(F.ribbon(crease, max(1.0, stroke_min)))], solid(edge), alpha=0.25,
                           clip=[place(c) for c, *_ in fingers]))
         return parts, tuple(center), tuple(center)
+
+
+@FAMILIES.register("hand_v2")
+class Hand2(Hand):
+    """Look 2: a realistic range of skin tones with a per-image jitter (the face's own tone less often),
+    and poses that enter from the bottom, the left or the right (``flip`` mirrors a pose about the
+    face's midline, so every side pose also enters from the other side)."""
+
+    family = "hand_v2"
+    SCHEMA = {**Hand.SCHEMA, "tint": TINT_SCHEMA, "flip": v_number(0.0, 1.0)}
+
+    def sample(self, rng):
+        v = super().sample(rng)
+        v["skin"]["rgb"] = apply_tint(v["skin"]["rgb"], tint(rng, self.cfg["tint"]))
+        v["flip"] = bool(rng.random() < self.cfg["flip"])
+        return v
+
+    def build(self, v, stroke_min):
+        parts, anchor, core = super().build(v, stroke_min)
+        if not v["flip"]:
+            return parts, anchor, core
+        flip = {}  # shared polygons (a part's clip is another part's body) stay shared
+
+        def m(p):
+            if id(p) not in flip:
+                flip[id(p)] = F.mirror_x(p, 56.0)
+            return flip[id(p)]
+
+        out = [Part([m(p) for p in q.polys], q.fill, q.alpha, [m(p) for p in q.holes], _flip_shade(q.shade),
+                    [m(p) for p in q.clip]) for q in parts]
+        return out, (112.0 - anchor[0], anchor[1]), (112.0 - core[0], core[1])
+
+
+def _flip_shade(shade):
+    if not shade or shade.get("kind") != "cylinder":
+        return shade
+    return {**shade, "cx": 112.0 - shade["cx"]}

@@ -20,6 +20,7 @@ an anisotropic stretch. s = 1: that fit; s scales about the mean of the target p
 """
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +32,8 @@ from ...errors import ConfigError, DataNotFoundError
 from ...paths import safe_join
 from ...face import geometry
 from . import functional as F
-from .base import CATEGORIES, FAMILIES, Occluder, Part, v_number
+from .base import CATEGORIES, FAMILIES, Occluder, Part, new_seed, pick, uniform, v_number, v_range, v_weights
+from .style import TINT_SCHEMA, tint
 
 _A = geometry.ARCFACE_112
 FRAME_POINTS: dict[str, tuple[float, float]] = {
@@ -157,19 +159,23 @@ class RGBAOccluder(Occluder):
             return hit
         a = self._rgba[..., 3].astype(np.float32) / np.float32(255.0)
         prem = F.pack_premultiplied(self._rgba[..., :3] * a[..., None], a)
-        to_model = self._asset_to_model.copy()
-        scale = level * float(np.sqrt(abs(np.linalg.det(to_model[:, :2]))))  # asset px -> sprite px
-        if scale < 0.5:
-            k = max(1, int(np.floor(1.0 / scale)))
-            h, w = prem.shape[:2]
-            nh, nw = max(1, int(round(h / k))), max(1, int(round(w / k)))
-            prem = cv2.resize(prem, (nw, nh), interpolation=cv2.INTER_AREA)
-            sx, sy = w / nw, h / nh
-            pre = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]], np.float64)
-            to_model = np.hstack([to_model[:, :2] @ pre[:, :2],
-                                  (to_model[:, :2] @ pre[:, 2] + to_model[:, 2])[:, None]])
-        self._sprites[level] = (prem, to_model)
-        return prem, to_model
+        self._sprites[level] = _shrunk(prem, self._asset_to_model.copy(), level)
+        return self._sprites[level]
+
+
+def _shrunk(prem: np.ndarray, to_model: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """(sprite, sprite px -> model): the premultiplied asset box-shrunk by an integer factor when it is
+    shown at less than half its resolution, so the bilinear warp never skips asset pixels."""
+    scale = level * float(np.sqrt(abs(np.linalg.det(to_model[:, :2]))))  # asset px -> sprite px
+    if scale < 0.5:
+        k = max(1, int(np.floor(1.0 / scale)))
+        h, w = prem.shape[:2]
+        nh, nw = max(1, int(round(h / k))), max(1, int(round(w / k)))
+        prem = cv2.resize(prem, (nw, nh), interpolation=cv2.INTER_AREA)
+        sx, sy = w / nw, h / nh
+        pre = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5]], np.float64)
+        to_model = np.hstack([to_model[:, :2] @ pre[:, :2], (to_model[:, :2] @ pre[:, 2] + to_model[:, 2])[:, None]])
+    return prem, to_model
 
 
 def _check_path(name, val) -> str:
@@ -226,3 +232,85 @@ def read_asset_dir(folder) -> list[dict]:
                     "config": {"path": str(path), "anchor": e["anchor"],
                                "jitter": e.get("jitter", dict(DEFAULT_JITTER)), "relight": e.get("relight", 0.2)}})
     return out
+
+
+def _check_builtin_path(name, key, val) -> str:
+    """An asset path; a relative one is taken inside the built-in ``occluders`` folder."""
+    from ...paths import resource_dir
+
+    p = Path(str(val))
+    if not p.is_absolute():
+        p = safe_join(resource_dir("occluders"), str(val))
+    return _check_path(name, p)
+
+
+@FAMILIES.register("rgba_look")
+class RGBALook(RGBAOccluder):
+    """An RGBA asset with look variety per image: hue / saturation / value jitter, a woven-in pattern
+    (dots, stripes, checks, fabric or none) and a size jitter about the anchor."""
+
+    family = "rgba_look"
+    SCHEMA = {"path": _check_builtin_path, "anchor": lambda n, k, v: _check_anchor(n, v), "tint": TINT_SCHEMA,
+              "patterns": v_weights(("plain", "dots", "stripes", "checks", "fabric")),
+              "pattern_period": v_range(1.0, 200.0), "size": v_range(0.3, 3.0)}
+
+    def sample(self, rng):
+        cfg = self.cfg
+        return {"tint": tint(rng, cfg["tint"]), "pattern": pick(rng, cfg["patterns"]),
+                "period": uniform(rng, cfg["pattern_period"]), "angle": float(rng.choice([0.0, 45.0, 90.0, 135.0])),
+                "light": bool(rng.random() < 0.5), "seed": new_seed(rng), "size": uniform(rng, cfg["size"])}
+
+    def _fit(self, v) -> np.ndarray:
+        """asset px -> model, scaled by the look's size about the anchor."""
+        s = float(v.get("size", 1.0))
+        ax, ay = self._anchor
+        m = self._asset_to_model.copy()
+        m[:, :2] *= s
+        m[:, 2] = (m[:, 2] - (ax, ay)) * s + (ax, ay)
+        return m
+
+    def build(self, v, stroke_min):
+        h, w = self._rgba.shape[:2]
+        rect = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
+        core = np.asarray(self._core) - self._anchor
+        core = tuple(np.asarray(self._anchor) + core * float(v.get("size", 1.0)))
+        return [Part([F.transform(self._fit(v), rect)], {"kind": "solid", "rgb": [0, 0, 0]})], self._anchor, core
+
+    def recoloured(self, v) -> np.ndarray:
+        """The asset's RGBA with this look's colours (float32 straight RGB, alpha 0..1)."""
+        rgba = self._rgba
+        hsv = cv2.cvtColor(rgba[..., :3].astype(np.float32) / np.float32(255.0), cv2.COLOR_RGB2HSV)
+        t = v["tint"]
+        hsv[..., 0] = (hsv[..., 0] + t[0]) % 360.0
+        hsv[..., 1] = np.clip(hsv[..., 1] * t[1], 0.0, 1.0)
+        hsv[..., 2] = np.clip(hsv[..., 2] * t[2], 0.0, 1.0)
+        rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * np.float32(255.0)
+        if v["pattern"] != "plain":
+            h, w = rgb.shape[:2]
+            u = np.arange(w, dtype=np.float64)[None, :]
+            vv = np.arange(h, dtype=np.float64)[:, None]
+            p, a = v["period"], v["angle"]
+            if v["pattern"] == "dots":
+                m = F.dots(u, vv, p, 0.22, 1.0)
+            elif v["pattern"] == "stripes":
+                m = F.stripes(u, vv, p, a, 0.4, 1.0)
+            elif v["pattern"] == "checks":
+                m = F.checks(u, vv, p, a, 1.0)
+            else:
+                m = F.fbm(u, vv, p, int(v["seed"]), 3)
+            m = np.broadcast_to(np.asarray(m, np.float32), (h, w))
+            target = np.float32(1.45) if v["light"] else np.float32(0.55)
+            rgb = rgb * (1.0 + (target - 1.0) * 0.8 * m)[..., None]
+        return np.clip(rgb, 0, 255), rgba[..., 3].astype(np.float32) / np.float32(255.0)
+
+    def sprite(self, v, params, roi):
+        level = float(params["level"])
+        key = (json.dumps(v, sort_keys=True), level)
+        hit = self._sprites.get(key)
+        if hit is not None:
+            return hit
+        rgb, a = self.recoloured(v)
+        if len(self._sprites) >= 64:
+            self._sprites.popitem(last=False)
+        self._sprites[key] = _shrunk(F.pack_premultiplied(rgb * a[..., None], a), self._fit(v), level)
+        return self._sprites[key]

@@ -12,6 +12,7 @@ import numpy as np
 from . import functional as F
 from .base import (FAMILIES, TEXTURE_KINDS, Occluder, Part, sample_texture, smooth, solid, tone, uniform,
                    v_number, v_palette, v_point, v_range, v_weights)
+from .style import TINT_SCHEMA, apply_tint, soft_line, tint
 
 
 @FAMILIES.register("scarf")
@@ -67,3 +68,54 @@ class Scarf(Occluder):
             fold[:, 1] += 3.0 * np.sin(fold[:, 0] / 17.0 + k)
             parts.append(Part([F.ribbon(fold, max(2.0, stroke_min))], solid(tone(main, 0.6)), 0.35, clip=[body]))
         return parts, tuple(cfg["anchor"]), (56.0, v["top"] + 12.0)
+
+
+@FAMILIES.register("scarf_v2")
+class Scarf2(Scarf):
+    """Look 2: the top edge is draped, not straight: pulled up over the nose (a rounded peak), falling
+    along the cheeks to the jaw line at the sides, a little asymmetric, with soft diagonal folds
+    hanging from the nose."""
+
+    family = "scarf_v2"
+    SCHEMA = {**Scarf.SCHEMA, "drape": v_range(0.0, 60.0), "tint": TINT_SCHEMA}
+
+    def sample(self, rng):
+        v = super().sample(rng)
+        cfg = self.cfg
+        t = tint(rng, cfg["tint"])
+        v["texture"]["colors"] = [apply_tint(c, t) for c in v["texture"]["colors"]]
+        u = rng.uniform(-1.0, 1.0, 3)
+        v.update(drape=uniform(rng, cfg["drape"]), peak_x=float(56.0 + 3.0 * u[0]),
+                 lean=[float(1.0 + 0.2 * u[1]), float(1.0 - 0.2 * u[1])], waves=float(u[2]))
+        return v
+
+    def _top_edge(self, v, offset=0.0):
+        x0, x1 = self.cfg["x_extent"]
+        # the tent over the nose fades when the scarf only reaches the mouth
+        drape = v["drape"] * float(np.clip(1.0 - (v["top"] - 58.0) / 40.0, 0.35, 1.0))
+        px = v["peak_x"]
+        pts = []
+        for side, lean, xend in ((-1, v["lean"][0], x0), (1, v["lean"][1], x1)):
+            span = abs(xend - px)
+            for f, rise in ((1.0, 1.0), (0.72, 0.78), (0.5, 0.5), (0.3, 0.2), (0.12, 0.04)):
+                pts.append([px + side * f * span, rise * drape * lean + v["sag"] * f * f])
+        pts.append([px, 0.0])
+        pts = np.array(sorted(pts, key=lambda p: p[0]))
+        pts[:, 1] += v["top"] + offset + v["tilt"] * (pts[:, 0] - 56.0) / 56.0
+        pts[:, 1] += 1.0 * np.sin(pts[:, 0] / 9.0 + 3.0 * v["waves"]) * (np.abs(pts[:, 0] - px) > 12)
+        return smooth(pts, closed=False, samples=8)
+
+    def build(self, v, stroke_min):
+        parts, anchor, core = super().build(v, stroke_min)
+        main = v["texture"]["colors"][0]
+        body = parts[0].polys[0]
+        top = v["top"]
+        extra = []
+        for side in (-1, 1):  # folds hanging from the nose, down and out
+            for k, (dx, dy) in enumerate(((16.0, 26.0), (30.0, 40.0))):
+                px = v["peak_x"]
+                c = smooth([[px + side * (5.0 + 3 * k), top + 5.0], [px + side * (dx * 0.5 + 4), top + dy * 0.45],
+                            [px + side * dx, top + dy]], closed=False)
+                extra += soft_line(c, max(4.0, stroke_min), tone(main, 0.55), 0.25, clip=body)
+                extra += soft_line(c - [side * 2.4, 0.0], max(2.6, stroke_min), tone(main, 1.25), 0.15, clip=body)
+        return parts[:1] + extra + parts[1:], anchor, core
