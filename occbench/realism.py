@@ -40,6 +40,7 @@ from .face.geometry import align
 from .metrics.verification import roc_auc, strict_operating_point
 from .paths import REPO_ROOT
 from .seeding import derive_seed, rng_for
+from .synth.occluders.definitions import seed_group
 
 REALDATA = REPO_ROOT.parent / "shared" / "realdata"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -201,7 +202,7 @@ def collect_faces(cfg: RealismConfig, lfw: Path, real: Path, progress: bool = Tr
             faces.clean[split].append(_crop(img, r.landmarks.five, cfg.crop))
             faces.pick[split].append(int(rng_for(cfg.seed, "realism-pick", key).integers(len(cfg.occluders))))
             for n, occ in occs.items():
-                res = occ(img, r.landmarks, rng=rng_for(cfg.seed, "realism", key, n), scale=cfg.scale,
+                res = occ(img, r.landmarks, rng=rng_for(cfg.seed, "realism", key, seed_group(n)), scale=cfg.scale,
                           placement="anchored")
                 faces.occluded[n][split].append(_crop(res.image, r.landmarks.five, cfg.crop))
         for key in real_keys:

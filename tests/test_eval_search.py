@@ -116,8 +116,8 @@ def _eval(base, *args, out="r", cache="cache"):
                                     "--no-progress", "--device", "cpu", *args])
 
 
-def _json(base, out="r") -> dict:
-    return json.loads((base / out / "test_evaluate-tiny_recognizer" / "gallery-probe.json").read_text())
+def _json(base, out="r", stem="gallery-probe") -> dict:
+    return json.loads((base / out / "test_evaluate-tiny_recognizer" / f"{stem}.json").read_text())
 
 
 SIZES = (0, 3, 10, 22, 34)
@@ -128,7 +128,7 @@ def sweep_run(idset):
     base = idset["base"]
     r = _eval(base, "--distractors", str(base / "d.csv"), "--distractor-sweep", ",".join(map(str, SIZES)),
               out="sweep")
-    return r, _json(base, "sweep")
+    return r, _json(base, "sweep", "gallery-probe+distractors-d")
 
 
 def test_sweep_run_writes_block_csv_and_plot(idset, sweep_run):
@@ -145,12 +145,12 @@ def test_sweep_run_writes_block_csv_and_plot(idset, sweep_run):
     assert [p["n_distractors"] for p in sw["points"]] == list(SIZES)
     assert [p["gallery_size"] for p in sw["points"]] == [5 + n for n in SIZES]
     out = base / "sweep" / "test_evaluate-tiny_recognizer"
-    csv = pd.read_csv(out / "gallery-probe.distractor_sweep.csv")
+    csv = pd.read_csv(out / "gallery-probe+distractors-d.distractor_sweep.csv")
     assert list(csv.columns[:4]) == ["variant", "n_distractors", "gallery_size_images", "rank1_pct"]
     assert "tpir_at_fpir_1e-1_pct" in csv.columns and "threshold_at_fpir_1e-1_score" in csv.columns
     assert csv["rank1_pct"].tolist() == pytest.approx([100 * p["rank1"] for p in sw["points"]])
-    assert (out / "gallery-probe.distractor_sweep.png").stat().st_size > 5_000
-    assert "gallery-probe.distractor_sweep.csv" in d["files"]["tables"]
+    assert (out / "gallery-probe+distractors-d.distractor_sweep.png").stat().st_size > 5_000
+    assert "gallery-probe+distractors-d.distractor_sweep.csv" in d["files"]["tables"]
     assert "distractors: 34 added to the gallery (36 listed; 2 failed to enrol" in r.output
     assert csv["tpir_at_fpir_1e-2_pct"].isna().all() and csv["tpir_at_fpir_1e-1_pct"].notna().all()
     assert "distractor sweep [clean] (distractors: rank-1 % / TPIR@FPIR=0.1 %)" in r.output
@@ -171,7 +171,7 @@ def test_sweep_equals_a_full_search_with_the_first_n_distractors(idset, sweep_ru
             lst = base / f"d{n}.csv"
             lst.write_text("".join(f"{k}\n" for k in enrolled[:n]))  # no header: allowed
             r = _eval(base, "--distractors", str(lst), out=f"n{n}")
-            full = _json(base, f"n{n}")["variants"]["clean"]
+            full = _json(base, f"n{n}", f"gallery-probe+distractors-d{n}")["variants"]["clean"]
             assert full["n_distractors"] == n
         assert r.exit_code == 0, r.output
         assert p["rank1"] == full["metrics"]["rank1"], n
@@ -261,7 +261,7 @@ def test_faiss_exact_gives_the_torch_numbers(idset, sweep_run):
     base = idset["base"]
     r = _eval(base, "--distractors", str(base / "d.csv"), "--search", "faiss", out="faiss")
     assert r.exit_code == 0, r.output
-    d = _json(base, "faiss")
+    d = _json(base, "faiss", "gallery-probe+distractors-d")
     v = d["variants"]["clean"]
     assert v["search"]["backend"] == "faiss" and v["search"]["exact"] is True and "~" not in r.output
     ref = sweep_run[1]["variants"]["clean"]
@@ -273,7 +273,7 @@ def test_approximate_search_reports_recall_and_is_marked(idset):
     base = idset["base"]
     r = _eval(base, "--distractors", str(base / "d.csv"), "--search", "faiss-hnsw", out="hnsw")
     assert r.exit_code == 0, r.output
-    s = _json(base, "hnsw")["variants"]["clean"]["search"]
+    s = _json(base, "hnsw", "gallery-probe+distractors-d")["variants"]["clean"]["search"]
     assert s["exact"] is False and s["backend"] == "faiss-hnsw"
     assert 0.0 <= s["recall_at_k"] <= 1.0 and s["recall_sample_probes"] == 22  # every enrolled probe (< 1,000)
     assert "APPROXIMATE" in s["what"]
@@ -292,3 +292,15 @@ def test_leaderboard_says_which_search_and_how_many_distractors(idset, sweep_run
     assert approx["n_distractors"] == 34
     exact = build_leaderboard(base / "sweep").rows[0]
     assert exact["search"] == "torch" and exact["search_recall_at_k"] is None
+
+
+def test_distractor_run_does_not_overwrite_the_plain_run(idset):
+    """Same OUT: the plain run and a --distractors run keep separate results files."""
+    base = idset["base"]
+    assert _eval(base, out="both").exit_code == 0
+    plain = _json(base, "both")
+    r = _eval(base, "--distractors", str(base / "d.csv"), out="both")
+    assert r.exit_code == 0, r.output
+    with_d = _json(base, "both", "gallery-probe+distractors-d")
+    assert _json(base, "both") == plain  # untouched
+    assert "distractors" not in plain["protocol"] and with_d["protocol"]["distractors"]["n_enrolled"] == idset["n_ok"]

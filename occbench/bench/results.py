@@ -325,12 +325,22 @@ class EvalResult:
     def reproducible_view(self) -> dict:
         return reproducible_view(self.to_dict())
 
+    @property
+    def file_stem(self) -> str:
+        """``<protocol>``, or ``<protocol>+distractors-<list stem>`` for a run with ``--distractors``, so a
+        distractor run never overwrites the plain run's results (nor another list's)."""
+        name = self.protocol["name"]
+        dis = self.protocol.get("distractors")
+        if dis:
+            name += f"+distractors-{Path(dis['list']).stem}"
+        return safe_name(name)
+
     def write(self, out_dir: str | os.PathLike, score_tables: dict | None = None,
               curves: dict | None = None) -> Path:
         """Write scores (optional), plots (optional), then the JSON last (atomically) as
         ``out_dir/<protocol>.json``. Returns the JSON path."""
         out_dir = Path(out_dir)
-        name = safe_name(self.protocol["name"])
+        name = self.file_stem
         out_dir.mkdir(parents=True, exist_ok=True)
         files: dict[str, list] = {"scores": [], "plots": [], "skipped_plots": []}
         if score_tables:
