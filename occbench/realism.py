@@ -420,33 +420,30 @@ def _experiments(cfg: RealismConfig, faces: _Faces, progress: bool) -> list[dict
     bar = tqdm(total=len(runs) + 1, desc="realism: training", unit="model", disable=not progress)
     label = {n: ("+".join(cfg.occluders) if n == "pooled" else n) for n in runs}
     rows = []
+
+    def add(row: str, occluder: str, train: str, test_positives: str, model, thr, positives) -> None:
+        rows.append({"row": row, "occluder": occluder, "train": train, "test_positives": test_positives,
+                     **score_row(model, thr, positives, clean["test"])})
+
     for n in runs:
         tr_pos = _synthetic(faces, n, "train", cfg.occluders)
         model = train_classifier(np.concatenate([clean["train"], tr_pos]),
                                  np.r_[np.zeros(len(clean["train"])), np.ones(len(tr_pos))], cfg, f"synthetic-{n}")
         thr = operating_point(model, _synthetic(faces, n, "val", cfg.occluders), clean["val"], cfg.fpr_target)
-        kind = "control" if n == cfg.control else "synthetic"
-        rows.append({"row": "TSTR" + (" (control)" if kind == "control" else ""), "occluder": label[n],
-                     "train": f"LFW clean vs LFW+{label[n]}", "test_positives": "RWMFD real masks",
-                     **score_row(model, thr, realp["test"], clean["test"])})
-        rows.append({"row": "TSTS" + (" (control)" if kind == "control" else ""), "occluder": label[n],
-                     "train": f"LFW clean vs LFW+{label[n]}", "test_positives": f"LFW+{label[n]} held out",
-                     **score_row(model, thr, _synthetic(faces, n, "test", cfg.occluders), clean["test"])})
+        train, tag = f"LFW clean vs LFW+{label[n]}", " (control)" if n == cfg.control else ""
+        add("TSTR" + tag, label[n], train, "RWMFD real masks", model, thr, realp["test"])
+        add("TSTS" + tag, label[n], train, f"LFW+{label[n]} held out", model, thr,
+            _synthetic(faces, n, "test", cfg.occluders))
         bar.update(1)
     model = train_classifier(np.concatenate([clean["train"], realp["train"]]),
                              np.r_[np.zeros(len(clean["train"])), np.ones(len(realp["train"]))], cfg, "real")
     thr = operating_point(model, realp["val"], clean["val"], cfg.fpr_target)
-    for n in synth_names:
-        rows.append({"row": "TRTS", "occluder": label[n], "train": "LFW clean vs RWMFD real masks",
-                     "test_positives": f"LFW+{label[n]} held out",
-                     **score_row(model, thr, _synthetic(faces, n, "test", cfg.occluders), clean["test"])})
-    if cfg.control:
-        rows.append({"row": "TRTS (control)", "occluder": cfg.control, "train": "LFW clean vs RWMFD real masks",
-                     "test_positives": f"LFW+{cfg.control} held out",
-                     **score_row(model, thr, _synthetic(faces, cfg.control, "test", cfg.occluders), clean["test"])})
-    rows.append({"row": "TRTR", "occluder": "-", "train": "LFW clean vs RWMFD real masks",
-                 "test_positives": "RWMFD real masks held out",
-                 **score_row(model, thr, realp["test"], clean["test"])})
+    real = "LFW clean vs RWMFD real masks"
+    trts = [("TRTS", n, label[n]) for n in synth_names] + ([("TRTS (control)", cfg.control, cfg.control)]
+                                                           if cfg.control else [])
+    for row, n, shown in trts:
+        add(row, shown, real, f"LFW+{shown} held out", model, thr, _synthetic(faces, n, "test", cfg.occluders))
+    add("TRTR", "-", real, "RWMFD real masks held out", model, thr, realp["test"])
     bar.update(1)
     bar.close()
     order = {"TSTR": 0, "TSTS": 1, "TRTS": 2, "TRTR": 3, "TSTR (control)": 4, "TSTS (control)": 5,

@@ -9,6 +9,7 @@ from occbench.io.attributes import (lfw_key, match_attributes, read_attributes, 
                                     read_celeba_attributes, read_lfw_attributes)
 from occbench.metrics.attributes import (attribute_metrics, average_precision, compare_variants, flat_table,
                                          metrics_by_part)
+from attribute_faces import aligned_lfw, dress, template
 
 # ------------------------------------------------------------------------------------------ readers
 
@@ -161,34 +162,22 @@ def test_attributes_end_to_end_on_lfw(lfw_images, tmp_path):
     here -> N x A logits -> metrics on clean and occluded variants, broken down by the part covered."""
     import torch
 
-    from occbench.face.geometry import ARCFACE_112, FaceLandmarks, align
-    from occbench.face.landmarks import create_landmarker
     from occbench.face.parts import face_part_map, part_fractions
-    from occbench.io.images import encode, read_rgb
+    from occbench.io.images import encode
     from occbench.seeding import rng_for
     from occbench.synth.occluders import create_occluder
 
     files = sorted(lfw_images.glob("*/*.jpg"))[::19][:200]
-    tl = FaceLandmarks(ARCFACE_112.copy(), source="template")
-    occ = {n: create_occluder(n) for n in ("surgical_mask", "sunglasses", "scarf", "rgba_sleep_mask")}
+    tl = template()
+    occ = {n: create_occluder(n) for n in ("scarf", "rgba_sleep_mask")}
     lines, crops, ids = ["path,wears_mask,wears_sunglasses"], {}, {}
-    with create_landmarker("mediapipe") as lm:
-        for f in files:
-            r = lm.detect(read_rgb(f))
-            if not r.ok:
-                continue
-            crop, _ = align(read_rgb(f), r.landmarks.five)
-            key = f"{f.parent.name}/{f.name}"
-            rng = rng_for(0, "e2e", key)
-            wm, ws = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
-            if wm:
-                crop = occ["surgical_mask"](crop, tl, rng=rng_for(1, key)).image
-            if ws:
-                crop = occ["sunglasses"](crop, tl, rng=rng_for(2, key)).image
-            (tmp_path / f.parent.name).mkdir(exist_ok=True)
-            (tmp_path / key).write_bytes(encode(crop, "png"))
-            lines.append(f"{key},{int(wm)},{int(ws)}")
-            crops[key], ids[key] = crop, f.parent.name
+    for f, crop in aligned_lfw(files):
+        key = f"{f.parent.name}/{f.name}"
+        crop, wm, ws = dress(crop, key, "e2e")
+        (tmp_path / f.parent.name).mkdir(exist_ok=True)
+        (tmp_path / key).write_bytes(encode(crop, "png"))
+        lines.append(f"{key},{int(wm)},{int(ws)}")
+        crops[key], ids[key] = crop, f.parent.name
     (tmp_path / "attributes.csv").write_text("\n".join(lines) + "\n")
     table = read_attributes(tmp_path / "attributes.csv", root=tmp_path)
     keys = table.keys

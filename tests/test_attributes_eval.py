@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from occbench.cli import cli
 from occbench.errors import ConfigError
 from occbench.recognizers.outputs import OutputMismatchError, OutputSpec, parse_outputs
+from attribute_faces import aligned_lfw, dress
 from synthetic_faces import synthetic_face
 
 ATTRS = ["wears_mask", "wears_sunglasses", "smiling"]  # "smiling": declared by the model, not labelled
@@ -47,21 +48,9 @@ def plain_model():
 
 def _faces(n: int, offset: int):
     """(crops, labels (n, 2): wears_mask, wears_sunglasses) of generated 112x112 faces."""
-    from occbench.face.geometry import ARCFACE_112, FaceLandmarks
-    from occbench.seeding import rng_for
-    from occbench.synth.occluders import create_occluder
-
-    tl = FaceLandmarks(ARCFACE_112.copy(), source="template")
-    mask, glasses = create_occluder("surgical_mask"), create_occluder("sunglasses")
     crops, labels = [], []
     for i in range(offset, offset + n):
-        img, _ = synthetic_face(112, seed=i)
-        rng = rng_for(0, "attr-test", i)
-        wm, ws = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
-        if wm:
-            img = mask(img, tl, rng=rng_for(1, i)).image
-        if ws:
-            img = glasses(img, tl, rng=rng_for(2, i)).image
+        img, wm, ws = dress(synthetic_face(112, seed=i)[0], i, "attr-test")
         crops.append(img)
         labels.append((int(wm), int(ws)))
     return np.stack(crops), np.array(labels, np.float32)
@@ -334,38 +323,23 @@ def test_attribute_protocol_validation(change, msg):
 def test_attributes_protocol_on_real_lfw_crops(lfw_images, tmp_path):
     """The shipped ``attributes`` protocol (all its occluders) on aligned LFW crops that wear occbench's
     surgical mask and / or sunglasses; the model is trained here on other identities."""
-    from occbench.face.geometry import ARCFACE_112, FaceLandmarks, align
-    from occbench.face.landmarks import create_landmarker
-    from occbench.io.images import encode, read_rgb
-    from occbench.seeding import derive_seed, rng_for
-    from occbench.synth.occluders import create_occluder
+    from occbench.io.images import encode
+    from occbench.seeding import derive_seed
 
-    tl = FaceLandmarks(ARCFACE_112.copy(), source="template")
-    mask, glasses = create_occluder("surgical_mask"), create_occluder("sunglasses")
     train, test = ([], []), []
     data = tmp_path / "data"
     lines = ["path,wears_mask,wears_sunglasses"]
-    with create_landmarker("mediapipe") as lm:
-        for f in sorted(lfw_images.glob("*/*.jpg"))[::15][:240]:
-            r = lm.detect(read_rgb(f))
-            if not r.ok:
-                continue
-            crop, _ = align(read_rgb(f), r.landmarks.five)
-            key = f"{f.parent.name}/{f.stem}.png"
-            rng = rng_for(0, "attr-lfw", key)
-            wm, ws = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
-            if wm:
-                crop = mask(crop, tl, rng=rng_for(1, key)).image
-            if ws:
-                crop = glasses(crop, tl, rng=rng_for(2, key)).image
-            if derive_seed(0, "split", f.parent.name) % 2:  # split by identity
-                train[0].append(crop)
-                train[1].append((int(wm), int(ws)))
-            else:
-                (data / f.parent.name).mkdir(parents=True, exist_ok=True)
-                (data / key).write_bytes(encode(crop, "png"))
-                lines.append(f"{key},{int(wm)},{int(ws)}")
-                test.append(key)
+    for f, crop in aligned_lfw(sorted(lfw_images.glob("*/*.jpg"))[::15][:240]):
+        key = f"{f.parent.name}/{f.stem}.png"
+        crop, wm, ws = dress(crop, key, "attr-lfw")
+        if derive_seed(0, "split", f.parent.name) % 2:  # split by identity
+            train[0].append(crop)
+            train[1].append((int(wm), int(ws)))
+        else:
+            (data / f.parent.name).mkdir(parents=True, exist_ok=True)
+            (data / key).write_bytes(encode(crop, "png"))
+            lines.append(f"{key},{int(wm)},{int(ws)}")
+            test.append(key)
     (data / "attributes.csv").write_text("\n".join(lines) + "\n")
     assert len(train[0]) > 60 and len(test) > 60
     net = _train(np.stack(train[0]), np.array(train[1], np.float32))

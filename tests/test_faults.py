@@ -28,10 +28,10 @@ from occbench.errors import OutputWriteError, RunLockedError
 from occbench.synth import pipeline
 from occbench.synth.manifest import read_manifest
 from occbench.synth.pipeline import CRASH_HOOK_ENV, OutLock, SynthConfig, run_synth
+from cli_subprocess import cli_env, crash_then_rerun
 from synthetic_faces import synthetic_face, write_faces
 
 OCC = ("surgical_mask", "sunglasses")
-TESTS = Path(__file__).resolve().parent
 
 
 def tree_bytes(out: Path) -> dict[str, bytes]:
@@ -245,23 +245,13 @@ def _cli_cmd(src, out, *extra) -> list[str]:
             "--no-progress", *extra]
 
 
-def _env(**extra) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
-    env.update(extra)
-    return env
-
-
 def test_a_crash_at_jobs_1_is_isolated_on_the_rerun(tmp_path):
     """At -j 1 the work runs in the main process: a hard crash ends that process, and the rerun
     finds the image in the crash journal, runs it in a fresh process and records it as an error row."""
     src = _faces(tmp_path / "src", 6)
     bad_key = "id2/face_0002.jpg"
     out = tmp_path / "out"
-    first = subprocess.run(_cli_cmd(src, out), env=_env(**{CRASH_HOOK_ENV: bad_key}), capture_output=True)
-    assert first.returncode == -signal.SIGABRT
-    again = subprocess.run(_cli_cmd(src, out), env=_env(**{CRASH_HOOK_ENV: bad_key}), capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr
-    assert "crashed: a worker process crashed on 1 image (error rows)" in again.stdout
+    crash_then_rerun(_cli_cmd(src, out), bad_key)
     df = read_manifest(out)
     assert set(df.loc[df["status"] == "error", "key"]) == {bad_key}
 
@@ -272,12 +262,12 @@ def test_kill_and_resume_loop_is_byte_identical(tmp_path):
     file equals a clean run's, byte for byte, and no part or temp file is left."""
     src = _faces(tmp_path / "src", 60)
     clean, out = tmp_path / "clean", tmp_path / "out"
-    subprocess.run(_cli_cmd(src, clean), env=_env(), check=True, capture_output=True)
+    subprocess.run(_cli_cmd(src, clean), env=cli_env(), check=True, capture_output=True)
     rng = np.random.default_rng(0)
     log = out / ".synth" / "rows.jsonl"
     kills = 0
     for attempt in range(12):
-        proc = subprocess.Popen(_cli_cmd(src, out, "-j", str(1 + attempt % 2)), env=_env(),
+        proc = subprocess.Popen(_cli_cmd(src, out, "-j", str(1 + attempt % 2)), env=cli_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = log.stat().st_size if log.exists() else 0
         deadline = time.monotonic() + 60
@@ -292,7 +282,7 @@ def test_kill_and_resume_loop_is_byte_identical(tmp_path):
         if proc.wait() == 0:
             break
     assert kills >= 3
-    final = subprocess.run(_cli_cmd(src, out), env=_env(), capture_output=True, text=True)
+    final = subprocess.run(_cli_cmd(src, out), env=cli_env(), capture_output=True, text=True)
     assert final.returncode == 0, final.stderr
     assert tree_bytes(out) == tree_bytes(clean)
     assert not [p for p in out.rglob("*") if p.name.endswith((".part", ".tmp"))]
@@ -306,7 +296,7 @@ def test_two_runs_into_one_out(tmp_path):
     src = _faces(tmp_path / "src", 80)
     clean, out = tmp_path / "clean", tmp_path / "out"
     run_synth(_cfg(src, clean, scales="1,2", per_scale=True), progress=False)
-    a = subprocess.Popen(_cli_cmd(src, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    a = subprocess.Popen(_cli_cmd(src, out), env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = out / ".synth" / "rows.jsonl"
     while a.poll() is None and not log.exists():  # a holds the lock and has started writing
         time.sleep(0.005)
@@ -376,7 +366,7 @@ def test_file_size_limit_is_an_error_line_not_a_traceback(tmp_path):
             "from occbench.cli import main; main()")
     cmd = _cli_cmd(src, tmp_path / "o")
     cmd[2] = code
-    res = subprocess.run(cmd, env=_env(PYTHONDONTWRITEBYTECODE="1"), capture_output=True, text=True)
+    res = subprocess.run(cmd, env=cli_env(PYTHONDONTWRITEBYTECODE="1"), capture_output=True, text=True)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
     assert res.stderr.startswith("Error: cannot write ") and "file-size limit" in res.stderr
 

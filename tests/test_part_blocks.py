@@ -124,4 +124,4 @@ def test_synth_rows_for_faces_without_a_mesh_say_why(tmp_path):
     df = read_manifest(tmp_path / "out").set_index("key")
     assert df.loc["a/f0.png", "status"] == "ok" and df.loc["a/f0.png", "part_eye_group"] > 0.9
     bad = df.loc["a/f1.png"]
-    assert bad["status"] != "ok" and "no face-mesh points" in bad["reason"] and "never guessed" in bad["reason"]
+    assert bad["status"] == "noface" and "no face-mesh points" in bad["reason"] and "never guessed" in bad["reason"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import pytest
 from occbench.synth.manifest import read_manifest
 from occbench.synth.pipeline import CRASH_HOOK_ENV, SynthConfig
 from occbench.synth.sharded import JOURNAL_DIR, run_synth_sharded
+from cli_subprocess import crash_then_rerun
 from synthetic_faces import write_faces
 
-TESTS = Path(__file__).resolve().parent
 OCC = ("surgical_mask", "sunglasses")
 BAD = "id1/face_0004.jpg"  # in shard rec-00001
 REASON = "the worker process crashed on this image (signal SIGABRT)"
@@ -72,23 +71,13 @@ def _cli(src, out, *extra) -> list[str]:
             "--shard-size", "4", "--no-progress", *extra]
 
 
-def _env(**extra) -> dict:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
-    env.update(extra)
-    return env
-
-
 def test_a_crash_at_jobs_1_is_isolated_on_the_rerun_and_matches_jobs_2(crashed_run, tmp_path):
     """--jobs 1 renders in the main process: the crash ends it; the rerun finds the image in the shard
     journal, renders it alone in a fresh process, records the error row, and the output equals the
     --jobs 2 run's byte for byte."""
     src, _, ref, _ = crashed_run
     out = tmp_path / "j1"
-    first = subprocess.run(_cli(src, out), env=_env(**{CRASH_HOOK_ENV: BAD}), capture_output=True)
-    assert first.returncode == -signal.SIGABRT
-    again = subprocess.run(_cli(src, out), env=_env(**{CRASH_HOOK_ENV: BAD}), capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr
-    assert "crashed: a worker process crashed on 1 image (error rows)" in again.stdout
+    crash_then_rerun(_cli(src, out), BAD)
     a, b = _files(ref), _files(out)
     tables = ("manifest", "synth.json", "landmarks")  # hold the run's paths and config: compared as rows
     assert {k: v for k, v in a.items() if not k.startswith(tables)} == \

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .results import VariantResult
-from .verify import set_name
+from .embed import keys_and_ids, variant_set
 
 
 def _points(r, targets) -> tuple[dict, dict, list]:
@@ -39,16 +39,14 @@ def score_all_to_all(protocol, task, specs, emb_sets, sets, score_tables, curves
 
     clean = emb_sets["clean"]
     targets = [float(f) for f in protocol.metrics["far"]]
-    g_keys = [k for k, _ in task.gallery]
-    g_ids = np.array([i for _, i in task.gallery], dtype=str)
-    p_keys = [k for k, _ in task.probes]
-    p_ids = np.array([i for _, i in task.probes], dtype=str)
+    g_keys, g_ids = keys_and_ids(task.gallery)
+    p_keys, p_ids = keys_and_ids(task.probes)
     ge, gok, gr = clean.get(g_keys)
     out: dict[str, VariantResult] = {}
     for i_v, v in enumerate(specs, start=1):
         if progress is not None:
             progress.stage(f"{v.name}: all-to-all", i_v, len(specs))
-        s = clean if v.mode == "clean" else emb_sets[set_name(v)]
+        s = variant_set(v, emb_sets)
         pe, pok, pr = s.get(p_keys)
         r = all_to_all_tar_at_far(pe, p_ids, ge, g_ids, far=targets, probe_ok=pok, gallery_ok=gok,
                                   probe_keys=p_keys, gallery_keys=g_keys, device=device)

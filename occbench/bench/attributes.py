@@ -265,11 +265,10 @@ def run_attributes(protocol: Protocol, recognizer, cfg, out_dir: Path | None, mo
                    progress_on: bool, task=None, table: AttributeTable | None = None, data_info=None):
     """The engine for kind ``attributes``; returns an ``EvalResult`` (written to ``out_dir`` when given)."""
     from . import results as R
-    from .embed import EmbeddingCache, compute_alignments, default_cache_dir
-    from .evaluate import _metric_info, _select_variants, _Timer, landmark_methods
+    from .embed import default_cache_dir, occluded_inputs, set_name
+    from .evaluate import _clean_alignments, _metric_info, _select_variants, _Timer, landmark_methods
     from .progress import Progress
-    from .variants import clean_landmarks, keys_digest, run_images, synthesize
-    from .verify import set_name
+    from .variants import keys_digest, run_images, synthesize
 
     aspec = require_attributes(recognizer)
     timer = _Timer()
@@ -299,16 +298,8 @@ def run_attributes(protocol: Protocol, recognizer, cfg, out_dir: Path | None, mo
     bar.add_total(3 * len(keys) + len(set_specs) * len(keys)
                   + sum(run_images(protocol, r, len(keys)) for r in protocol.synth_runs() if r.name in runs_used))
     try:
-        t0 = time.perf_counter()
-        bar.stage("landmarks")
-        lms = clean_landmarks(task, keys, cache_dir, run_dir, task.root, jobs=max(num_workers, 1), progress=False,
-                              tick=bar.tick)
-        timer.add("landmarks_s", t0)
-        cache = EmbeddingCache(cache_dir / "embeddings")
-        t0 = time.perf_counter()
-        bar.stage("align")
-        al = compute_alignments(recognizer, task, keys, lms, cache, phash, tick=bar.tick)
-        timer.add("alignment_s", t0)
+        lms, cache, al = _clean_alignments(recognizer, task, keys, cache_dir, run_dir, phash, max(num_workers, 1),
+                                           bar, timer)
         sets, synth_info = {}, {}
         if occluded_specs:
             t0 = time.perf_counter()
@@ -327,16 +318,7 @@ def run_attributes(protocol: Protocol, recognizer, cfg, out_dir: Path | None, mo
             name = set_name(v)
             bar.stage(f"{v.name}: attributes", i_set, n_sets)
             occ = sets[(v.run, v.synth_variant)]
-            srcs, reasons, stages = [], [], []
-            for i, k in enumerate(keys):
-                if al.stages[i]:  # no clean alignment: the failure is the clean image's
-                    src, why, stage = None, al.reasons[i], al.stages[i]
-                else:
-                    why = occ.failure(k)
-                    src, stage = (occ.image_path(k), "") if why is None else (None, "occlusion")
-                srcs.append(src)
-                reasons.append(why or "")
-                stages.append(stage)
+            srcs, reasons, stages = occluded_inputs(occ, keys, range(len(keys)), al)
             pred[name] = predict_set(name, recognizer, keys, srcs, reasons, stages, al.ms, cache, phash,
                                      occ.fingerprint, cfg.batch_size, num_workers, tick=bar.tick)
         timer.add("extraction_s", t0)

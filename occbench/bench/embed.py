@@ -29,7 +29,7 @@ import numpy as np
 from .. import __version__
 from ..io.atomic import atomic_open, atomic_write_json
 from ..paths import safe_join
-from .protocols import canonical_json
+from .protocols import VariantSpec, canonical_json
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,21 @@ class EmbSet:
         return [self.stages[self.index[k]] for k in keys]
 
 
+def set_name(v: VariantSpec) -> str:
+    """Embedding-set name of an occluded variant (one set per synth run x synth variant)."""
+    return f"{v.run}/{v.synth_variant}"
+
+
+def variant_set(v: VariantSpec, emb_sets: dict[str, EmbSet]) -> EmbSet:
+    """The set a probe-side variant reads: the clean set in mode ``clean``, else the variant's occluded set."""
+    return emb_sets["clean"] if v.mode == "clean" else emb_sets[set_name(v)]
+
+
+def keys_and_ids(items: list[tuple[str, str]], dtype=str) -> tuple[list[str], np.ndarray]:
+    """``[(key, identity), ...]`` (``task.probes``, ``task.gallery``) -> (keys, identity array)."""
+    return [k for k, _ in items], np.array([i for _, i in items], dtype=dtype)
+
+
 @dataclass
 class Alignments:
     """Image->crop matrices of the clean images (NaN where none), with why each failed."""
@@ -252,6 +267,22 @@ def compute_alignments(recognizer, task, keys: list[str], lms, cache: EmbeddingC
     memo.save()
     cache.put(key, ms, {"reasons": reasons, "stages": stages})
     return Alignments(ms, reasons, stages, False)
+
+
+def occluded_inputs(occ, keys: list[str], rows, al: Alignments) -> tuple[list, list[str], list[str]]:
+    """(sources, reasons, stages) of ``keys`` in the occluded set ``occ``; ``rows[j]`` is the row of
+    ``keys[j]`` in ``al``. An image without a clean alignment keeps the clean image's failure."""
+    srcs, reasons, stages = [], [], []
+    for k, i in zip(keys, rows):
+        if al.stages[i]:  # no clean alignment: the failure is the clean image's
+            src, why, stage = None, al.reasons[i], al.stages[i]
+        else:
+            why = occ.failure(k)
+            src, stage = (occ.image_path(k), "") if why is None else (None, "occlusion")
+        srcs.append(src)
+        reasons.append(why or "")
+        stages.append(stage)
+    return srcs, reasons, stages
 
 
 def embed_set(name: str, recognizer, keys: list[str], sources: list, pre_reasons: list[str],

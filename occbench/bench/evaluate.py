@@ -59,6 +59,24 @@ class _Timer:
         self.t[name] = self.t.get(name, 0.0) + time.perf_counter() - t0
 
 
+def _clean_alignments(recognizer, task, keys: list[str], cache_dir: Path, run_dir: Path, phash: str, jobs: int,
+                      bar, timer: _Timer):
+    """(landmarks, embedding cache, alignments) of the clean images, as stages of ``bar`` timed by ``timer``."""
+    from .embed import EmbeddingCache, compute_alignments
+    from .variants import clean_landmarks
+
+    t0 = time.perf_counter()
+    bar.stage("landmarks")
+    lms = clean_landmarks(task, keys, cache_dir, run_dir, task.root, jobs=jobs, progress=False, tick=bar.tick)
+    timer.add("landmarks_s", t0)
+    cache = EmbeddingCache(cache_dir / "embeddings")
+    t0 = time.perf_counter()
+    bar.stage("align")
+    al = compute_alignments(recognizer, task, keys, lms, cache, phash, tick=bar.tick)
+    timer.add("alignment_s", t0)
+    return lms, cache, al
+
+
 # ----------------------------------------------------------------------------------- public API
 
 
@@ -178,10 +196,9 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
          progress_on: bool, task=None):
     from . import results as R
     from .data import load_task
-    from .embed import EmbeddingCache, compute_alignments, embed_set
+    from .embed import embed_set, occluded_inputs, set_name
     from .progress import Progress
-    from .variants import clean_landmarks, keys_digest, run_images, synthesize
-    from .verify import set_name
+    from .variants import keys_digest, run_images, synthesize
 
     if protocol.kind == "attributes":  # face attributes: its own scoring (bench.attributes)
         from .attributes import run_attributes
@@ -220,15 +237,7 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
     n_sets = 1 + len(set_specs)
     try:
         # 1. landmarks + alignment on the clean images
-        t0 = time.perf_counter()
-        bar.stage("landmarks")
-        lms = clean_landmarks(task, keys, cache_dir, run_dir, task.root, jobs=jobs, progress=False, tick=bar.tick)
-        timer.add("landmarks_s", t0)
-        cache = EmbeddingCache(cache_dir / "embeddings")
-        t0 = time.perf_counter()
-        bar.stage("align")
-        al = compute_alignments(recognizer, task, keys, lms, cache, phash, tick=bar.tick)
-        timer.add("alignment_s", t0)
+        lms, cache, al = _clean_alignments(recognizer, task, keys, cache_dir, run_dir, phash, jobs, bar, timer)
 
         # 2. occluded variants
         sets: dict = {}
@@ -264,16 +273,7 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
             name = set_name(v)
             bar.stage(f"{v.name}: embed", i_set, n_sets)
             occ = sets[(v.run, v.synth_variant)]
-            srcs, reasons, stages = [], [], []
-            for k, i in zip(pkeys, p_idx):
-                if al.stages[i]:  # no clean alignment: the failure is the clean image's
-                    src, why, stage = None, al.reasons[i], al.stages[i]
-                else:
-                    why = occ.failure(k)
-                    src, stage = (occ.image_path(k), "") if why is None else (None, "occlusion")
-                srcs.append(src)
-                reasons.append(why or "")
-                stages.append(stage)
+            srcs, reasons, stages = occluded_inputs(occ, pkeys, p_idx, al)
             emb_sets[name] = embed_set(name, recognizer, pkeys, srcs, reasons, stages, al.ms[p_idx], cache, phash,
                                        occ.fingerprint, cfg.batch_size, num_workers, tick=bar.tick)
         timer.add("extraction_s", t0)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .parts import identification_parts
 from .results import VariantResult
-from .verify import set_name
+from .embed import keys_and_ids, variant_set
 
 
 @dataclass
@@ -70,14 +70,12 @@ def score_identification(protocol, task, specs, emb_sets, sets, score_tables, cu
     setup = setup or SearchSetup()
     custom = setup.backend != "torch" or setup.distractors is not None
     clean = emb_sets["clean"]
-    g_keys = [k for k, _ in task.gallery]
-    g_ids = np.array([i for _, i in task.gallery], dtype=object)
+    g_keys, g_ids = keys_and_ids(task.gallery, dtype=object)
     ge, gok, gr = clean.get(g_keys)
     g_emb, g_lab, g_keys_ok = ge[gok], g_ids[gok].astype(str), [k for k, o in zip(g_keys, gok) if o]
     intended = set(g_ids.astype(str))  # identities the protocol enrols
     lost_ids = intended - set(g_lab)  # every gallery image of the identity failed to enrol
-    p_keys = [k for k, _ in task.probes]
-    p_ids = np.array([i for _, i in task.probes], dtype=str)
+    p_keys, p_ids = keys_and_ids(task.probes)
     n = len(p_keys)
     mated = np.isin(p_ids, list(intended))
     lost = np.isin(p_ids, list(lost_ids))
@@ -92,7 +90,7 @@ def score_identification(protocol, task, specs, emb_sets, sets, score_tables, cu
     for i_v, v in enumerate(specs, start=1):
         if progress is not None:
             progress.stage(f"{v.name}: search", i_v, len(specs))
-        s = clean if v.mode == "clean" else emb_sets[set_name(v)]
+        s = variant_set(v, emb_sets)
         pe, pok, pr = s.get(p_keys)
         reasons = ["" if pok[i] else pr[i] for i in range(n)]
         log: list = []

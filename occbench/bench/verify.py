@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .embed import EmbSet
+from .embed import EmbSet, set_name  # noqa: F401 - set_name re-exported
 from .protocols import VariantSpec
 from .results import VariantResult
-
-
-def set_name(v: VariantSpec) -> str:
-    """Embedding-set name of an occluded variant (one set per synth run x synth variant)."""
-    return f"{v.run}/{v.synth_variant}"
 
 
 def pair_sets(v: VariantSpec, emb_sets: dict[str, EmbSet], masked: dict[str, bool] | None = None

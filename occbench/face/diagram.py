@@ -31,7 +31,10 @@ def part_values_image(values: dict[str, float | None], scale: int = 4,
     return img, labels
 
 
-def _draw_panel(ax, img: np.ndarray, labels: np.ndarray, parts: PartSet, cmap: str, vmin: float, vmax: float):
+def _draw_panel(ax, img: np.ndarray, labels: np.ndarray, parts: PartSet, cmap: str, vmin: float, vmax: float,
+                dark_from_zero: bool = True):
+    """The face, its parts coloured and labelled; a label is white on a dark colour (far from 0 when
+    ``dark_from_zero``, else far from ``vmin``)."""
     ax.imshow(np.where(labels > 0, 0.85, 1.0), cmap="gray", vmin=0, vmax=1)
     im = ax.imshow(np.ma.masked_invalid(img), cmap=cmap, vmin=vmin, vmax=vmax)
     for p in parts.parts:
@@ -40,7 +43,10 @@ def _draw_panel(ax, img: np.ndarray, labels: np.ndarray, parts: PartSet, cmap: s
             continue
         v = img[ys[0], xs[0]]
         txt = "n/a" if not math.isfinite(v) else f"{v:.1f}"
-        dark = math.isfinite(v) and abs(v) > 0.6 * max(abs(vmin), abs(vmax))
+        if dark_from_zero:
+            dark = math.isfinite(v) and abs(v) > 0.6 * max(abs(vmin), abs(vmax))
+        else:
+            dark = math.isfinite(v) and (v - vmin) > 0.6 * (vmax - vmin)
         ax.text(float(xs.mean()), float(ys.mean()), txt, ha="center", va="center", fontsize=7,
                 color="white" if dark else "black")
     ax.set_axis_off()
@@ -75,14 +81,7 @@ def part_diagrams(panels: dict[str, dict[str, float | None]], path: str | os.Pat
         ax.set_title(t, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.colorbar(im, ax=axes, fraction=0.046 / n, pad=0.04)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
-    data = buf.getvalue()
-    if path is not None:
-        from ..io.atomic import atomic_write_bytes
-
-        atomic_write_bytes(path, data)
-    return data
+    return _png(fig, path)
 
 
 def part_diagram(values: dict[str, float | None], path: str | os.PathLike | None = None,
@@ -98,23 +97,17 @@ def part_diagram(values: dict[str, float | None], path: str | os.PathLike | None
     fig = Figure(figsize=(4.6, 4.4), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
-    ax.imshow(np.where(labels > 0, 0.85, 1.0), cmap="gray", vmin=0, vmax=1)
     finite = img[np.isfinite(img)]
     vmax = max(float(np.abs(finite).max()), 1e-9) if finite.size else 1.0
     vmin = min(0.0, float(finite.min())) if finite.size else 0.0
-    im = ax.imshow(np.ma.masked_invalid(img), cmap=cmap, vmin=vmin, vmax=vmax)
-    for p in parts.parts:
-        ys, xs = np.nonzero(labels == p.id)
-        if not len(xs):
-            continue
-        v = img[ys[0], xs[0]]
-        txt = "n/a" if not math.isfinite(v) else f"{v:.1f}"
-        dark = math.isfinite(v) and (v - vmin) > 0.6 * (vmax - vmin)
-        ax.text(float(xs.mean()), float(ys.mean()), txt, ha="center", va="center", fontsize=7,
-                color="white" if dark else "black")
+    im = _draw_panel(ax, img, labels, parts, cmap, vmin, vmax, dark_from_zero=False)
     ax.set_title(title, fontsize=9)
-    ax.set_axis_off()
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    return _png(fig, path)
+
+
+def _png(fig, path: str | os.PathLike | None) -> bytes:
+    """The figure as PNG bytes (no software stamp: same bytes every run), also written atomically to ``path``."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
     data = buf.getvalue()

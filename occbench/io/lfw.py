@@ -73,15 +73,21 @@ def _is_int(tok: str) -> bool:
     return tok.isdigit()
 
 
-def read_lfw_pairs(path: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> list[Pair]:
-    """Parse an LFW-style pairs file into ``Pair(key1, key2, same, fold)`` in file order (see module docs)."""
+def _text_lines(path: str | os.PathLike, what: str) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the non-blank lines of a UTF-8 pairs file; ``what`` names an empty one."""
     try:
         with open(path, encoding="utf-8") as fh:
             lines = [(i + 1, ln.strip()) for i, ln in enumerate(fh) if ln.strip()]
     except UnicodeDecodeError as e:
         raise ConfigError(f"pairs file {path} is not UTF-8 text: {e}") from None
     if not lines:
-        raise ConfigError(f"LFW pairs file {path} is empty")
+        raise ConfigError(f"{what} {path} is empty")
+    return lines
+
+
+def read_lfw_pairs(path: str | os.PathLike, images_dir: str | os.PathLike | None = None) -> list[Pair]:
+    """Parse an LFW-style pairs file into ``Pair(key1, key2, same, fold)`` in file order (see module docs)."""
+    lines = _text_lines(path, "LFW pairs file")
     exts = _Extensions(images_dir)
     head = lines[0][1].split()
     if len(head) in (1, 2):
@@ -119,13 +125,7 @@ def read_lfw_pairs(path: str | os.PathLike, images_dir: str | os.PathLike | None
 
 def read_two_line_pairs(path: str | os.PathLike, n_folds: int = 10) -> list[Pair]:
     """Parse a CALFW / CPLFW pairs file (two ``<file> <token>`` lines per pair; see module docs)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = [(i + 1, ln.split()) for i, ln in enumerate(fh) if ln.strip()]
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"pairs file {path} is not UTF-8 text: {e}") from None
-    if not lines:
-        raise ConfigError(f"pairs file {path} is empty")
+    lines = [(lineno, ln.split()) for lineno, ln in _text_lines(path, "pairs file")]
     if len(lines) % 2:
         raise ConfigError(f"{path}: {len(lines)} lines; CALFW/CPLFW pairs files have two lines per pair "
                           "('<image> <label>' each)")

@@ -275,20 +275,31 @@ def parse_mask(x, spec: MaskSpec, n: int) -> np.ndarray:
     if spec.scale == "logits":
         with np.errstate(over="ignore"):
             a = 1.0 / (1.0 + np.exp(-a))
-    elif np.nanmin(a, initial=0.0) < -1e-3 or np.nanmax(a, initial=1.0) > 1 + 1e-3:
-        raise OutputMismatchError(f"mask output is declared as probabilities but holds values in "
-                                  f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]; declare scale 'logits'")
+    else:
+        _check_probabilities(a, "mask")
     if spec.occluded == 0:
         a = 1.0 - a
     return np.ascontiguousarray(a, np.float32)
+
+
+def _check_rows(a: np.ndarray, n: int, what: str, columns: str) -> None:
+    """``a`` must be a 2-D array with one row per image (``columns`` names the expected width)."""
+    if a.ndim != 2 or a.shape[0] != n:
+        raise OutputMismatchError(f"{what} output: expected shape (N={n}, {columns}), got {tuple(a.shape)}")
+
+
+def _check_probabilities(a: np.ndarray, what: str) -> None:
+    """Values declared as probabilities must lie in [0, 1] (NaN allowed, 1e-3 slack)."""
+    if np.nanmin(a, initial=0.0) < -1e-3 or np.nanmax(a, initial=1.0) > 1 + 1e-3:
+        raise OutputMismatchError(f"{what} output is declared as probabilities but holds values in "
+                                  f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]; declare scale 'logits'")
 
 
 def parse_pattern(x, spec: PatternSpec, n: int) -> np.ndarray:
     """(N, P) logits/probabilities -> (N, P) float32 probabilities; P must be (K(K+1)/2)^2 + 1."""
     a = _to_numpy(x)
     p = spec.n_classes
-    if a.ndim != 2 or a.shape[0] != n:
-        raise OutputMismatchError(f"pattern output: expected shape (N={n}, P={p}), got {tuple(a.shape)}")
+    _check_rows(a, n, "pattern", f"P={p}")
     if a.shape[1] != p:
         raise OutputMismatchError(f"pattern output has P={a.shape[1]} classes, but K={spec.k} needs "
                                   f"P=(K(K+1)/2)^2+1={p}; fix the declared K or the model's head")
@@ -306,16 +317,13 @@ def parse_attributes(x, spec: AttributesSpec, n: int) -> np.ndarray:
     want = len(spec.names)
     if a.ndim == 1 and want == 1 and a.shape[0] == n:
         a = a[:, None]
-    if a.ndim != 2 or a.shape[0] != n:
-        raise OutputMismatchError(f"attributes output: expected shape (N={n}, A={want}), got {tuple(a.shape)}")
+    _check_rows(a, n, "attributes", f"A={want}")
     if a.shape[1] != want:
         raise OutputMismatchError(f"attributes output has {a.shape[1]} columns but the model declares {want} "
                                   f"attribute names; declare one name per column")
     a = a.astype(np.float64)
     if spec.scale == "probabilities":
-        if np.nanmin(a, initial=0.0) < -1e-3 or np.nanmax(a, initial=1.0) > 1 + 1e-3:
-            raise OutputMismatchError(f"attributes output is declared as probabilities but holds values in "
-                                      f"[{np.nanmin(a):.3g}, {np.nanmax(a):.3g}]; declare scale 'logits'")
+        _check_probabilities(a, "attributes")
         p = np.clip(a, 1e-7, 1 - 1e-7)
         a = np.log(p) - np.log1p(-p)
     return a.astype(np.float32)

@@ -61,6 +61,7 @@ from ..io.atomic import output_error, sweep_temp_files
 from ..io.images import decode_rgb, encode, probe, sniff_format
 from ..seeding import derive_seed
 from ..face.geometry import ARCFACE_112, FACE_FRAME_SIZE, face_frame_transform, warp
+from ..face.parts import MeshRequiredError
 from .manifest import RowLog, empty_row, rows_to_frame, to_json, write_manifest
 from .patterns import IOU_EPS, cell_edges, enumerate_patterns, n_patterns
 from .scales import format_scale, parse_scales
@@ -622,6 +623,8 @@ class _Worker:
                 row.update(self._render(key, fmt, data, image, lm.landmarks, frame, v, d, parts))
             except OutputWriteError:
                 raise
+            except MeshRequiredError as e:  # a mesh-fitted occluder on a 5-point face: explained, never guessed
+                row.update(status="noface", reason=str(e), occluder=d["occluder"], scale=d["scale"])
             except Exception as e:  # noqa: BLE001 - one failing variant is recorded, not fatal
                 row.update(status="error", reason=_reason(e), occluder=d["occluder"], scale=d["scale"])
             if row["status"] == "ok" and conversion:
@@ -1162,6 +1165,22 @@ def error_record(cfg, variants, occ_names, key: str, identity: str, reason: str)
     return {"key": key, "rows": rows, "landmarks": None}
 
 
+def drain_journal(folder: Path, errors: str) -> list[str]:
+    """Keys the journal files in ``folder`` name (one file per image a process was on), each file removed
+    once read; a file that cannot be read or removed is skipped. ``errors``: how undecodable bytes decode."""
+    keys = []
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            try:
+                key = p.read_bytes().decode("utf-8", errors)
+                p.unlink()
+            except OSError:
+                continue
+            if key:
+                keys.append(key)
+    return keys
+
+
 def _n_jobs(jobs: int) -> int:
     return (os.cpu_count() or 1) if jobs == -1 else int(jobs)
 
@@ -1184,17 +1203,7 @@ class _Run:
 
     def _suspects(self) -> list[str]:
         """Keys the crash journal names (a process died on them), cleared once read."""
-        keys = []
-        if self.inflight.is_dir():
-            for p in sorted(self.inflight.iterdir()):
-                try:
-                    key = p.read_bytes().decode("utf-8", "replace")
-                    p.unlink()
-                except OSError:
-                    continue
-                if key:
-                    keys.append(key)
-        return keys
+        return drain_journal(self.inflight, "replace")
 
     def isolate_suspects(self, todo: list[tuple[str, str]], suspects: list[str] | None = None) -> None:
         """Process each suspect of ``todo`` (default: those the crash journal names) in a fresh process."""

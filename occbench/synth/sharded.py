@@ -126,18 +126,7 @@ class _Journal:
 
 def read_journals(out: Path) -> list[str]:
     """Keys the shard journals name (a process died rendering them), cleared once read."""
-    folder = out / pl.STATE_DIR / JOURNAL_DIR
-    keys = []
-    if folder.is_dir():
-        for p in sorted(folder.iterdir()):
-            try:
-                key = p.read_bytes().decode("utf-8", "surrogateescape")
-                p.unlink()
-            except OSError:
-                continue
-            if key:
-                keys.append(key)
-    return keys
+    return pl.drain_journal(out / pl.STATE_DIR / JOURNAL_DIR, "surrogateescape")
 
 
 _CAPTURE_CACHE: dict[str, _CaptureWorker] = {}

@@ -22,6 +22,22 @@ def _soft_shadow(edge: np.ndarray, depth: float, strength: float, steps: int = 4
                  alpha=a) for k in range(1, steps + 1)]
 
 
+def _lower_edge(shape: np.ndarray) -> np.ndarray:
+    """The points of ``shape`` below its median y, left to right (where a brim casts its shadow)."""
+    low = shape[shape[:, 1] > np.median(shape[:, 1])]
+    return low[np.argsort(low[:, 0])]
+
+
+def _cap_shapes(cfg: dict, v: dict):
+    """(drop offset, colour, visor colour, crown, visor, crown top) of a sampled cap."""
+    d = np.array([0.0, v["drop"]])
+    rgb = v["colour"]["rgb"]
+    vis_rgb = v["visor_colour"]["rgb"] if v["visor_colour"] else rgb
+    crown = smooth(np.asarray(cfg["crown"]) + d)
+    visor = smooth(np.asarray(cfg["visor"]) + d)
+    return d, rgb, vis_rgb, crown, visor, crown[np.argmin(crown[:, 1])]
+
+
 @FAMILIES.register("cap")
 class Cap(Occluder):
     """Baseball cap: panelled crown, button, visor whose lower edge reaches the brows/eyes."""
@@ -38,18 +54,11 @@ class Cap(Occluder):
 
     def build(self, v, stroke_min):
         cfg = self.cfg
-        d = np.array([0.0, v["drop"]])
-        rgb = v["colour"]["rgb"]
-        vis_rgb = v["visor_colour"]["rgb"] if v["visor_colour"] else rgb
-        crown = smooth(np.asarray(cfg["crown"]) + d)
-        visor = smooth(np.asarray(cfg["visor"]) + d)
-        top = crown[np.argmin(crown[:, 1])]
+        d, rgb, vis_rgb, crown, visor, top = _cap_shapes(cfg, v)
         cyl = {"kind": "cylinder", "cx": 56.0, "rx": 60.0, "k": cfg["shading"]}
         parts = []
         # soft shadow the visor casts on the face just below it
-        vb = visor[visor[:, 1] > np.median(visor[:, 1])]
-        vb = vb[np.argsort(vb[:, 0])]
-        parts += _soft_shadow(vb, 8.0, cfg["visor_shadow"])
+        parts += _soft_shadow(_lower_edge(visor), 8.0, cfg["visor_shadow"])
         parts.append(Part([crown], solid(rgb), shade={"kind": "product", "parts": [
             cyl, {"kind": "vgrad", "y0": float(top[1]), "y1": float(crown[:, 1].max()), "a": 1.1, "b": 0.9}]}))
         base_y = float(np.percentile(crown[:, 1], 90))
@@ -88,9 +97,7 @@ class Hat(Occluder):
         crown = smooth(np.asarray(cfg["crown"]) + d)
         brim = smooth(np.asarray(cfg["brim"]) + d)
         cyl = {"kind": "cylinder", "cx": 56.0, "rx": 70.0, "k": cfg["shading"]}
-        bb = brim[brim[:, 1] > np.median(brim[:, 1])]
-        bb = bb[np.argsort(bb[:, 0])]
-        parts = _soft_shadow(bb, 10.0, cfg["shadow"]) + [Part([crown], solid(rgb), shade=cyl)]
+        parts = _soft_shadow(_lower_edge(brim), 10.0, cfg["shadow"]) + [Part([crown], solid(rgb), shade=cyl)]
         if v["style"] == "banded":
             y0 = float(crown[:, 1].max()) - cfg["band"][1]
             y1 = float(crown[:, 1].max()) - cfg["band"][0]
@@ -124,19 +131,13 @@ class Cap2(Cap):
 
     def build(self, v, stroke_min):
         cfg = self.cfg
-        d = np.array([0.0, v["drop"]])
-        rgb = v["colour"]["rgb"]
-        vis_rgb = v["visor_colour"]["rgb"] if v["visor_colour"] else rgb
-        crown = smooth(np.asarray(cfg["crown"]) + d)
-        visor = smooth(np.asarray(cfg["visor"]) + d)
-        top = crown[np.argmin(crown[:, 1])]
+        d, rgb, vis_rgb, crown, visor, top = _cap_shapes(cfg, v)
         base_y = float(np.percentile(crown[:, 1], 90))
         cyl = {"kind": "cylinder", "cx": 56.0, "rx": 56.0, "k": cfg["shading"]}
         dome = {"kind": "product", "parts": [cyl, {"kind": "vgrad", "y0": float(top[1]), "y1": base_y, "a": 1.12,
                                                    "b": 0.92}]}
         parts = []
-        vb = visor[visor[:, 1] > np.median(visor[:, 1])]
-        parts += _soft_shadow(vb[np.argsort(vb[:, 0])], 14.0, cfg["visor_shadow"], steps=6)
+        parts += _soft_shadow(_lower_edge(visor), 14.0, cfg["visor_shadow"], steps=6)
         parts.append(Part([crown], solid(rgb), shade=dome))
         seam_l = smooth([[top[0] - 1, top[1] + 2], [34.0, 8.0 + d[1]], [22.0, base_y]], closed=False)
         seam_r = F.mirror_x(seam_l, 56.0)
