@@ -131,3 +131,15 @@ def test_bad_shapes_raise():
         mask_metrics(np.zeros((2, 3, 3)), np.zeros((2, 3, 4), bool))
     with pytest.raises(ConfigError):
         pattern_topk(np.zeros((2, 5)), np.array([0, 9]))
+
+
+def test_average_precision_does_not_depend_on_the_order_of_tied_scores():
+    """The sort of the scores need not be stable: only each distinct score's last index is used, so
+    shuffled ties give the same value, bit for bit, and sklearn's."""
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, 20, 5000) / 19.0  # many ties
+    y = rng.random(5000) < s
+    ref = average_precision(y, s)
+    perm = rng.permutation(5000)
+    assert average_precision(y[perm], s[perm]) == ref
+    assert ref == pytest.approx(sk.average_precision_score(y, s), abs=1e-12)

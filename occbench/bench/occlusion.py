@@ -137,8 +137,9 @@ def set_truth(ms: np.ndarray, mask_sources: list, crop_hw, grid_hw, k: int | Non
 
     Per image: decode, one warp, exact block sums and FROM's cell counts (``truth_cells``); the pattern
     labels of the whole set then come from one vectorised match over all patterns. Images are done in
-    ``threads`` threads (default: one per CPU; OpenCV releases the GIL, and its own thread pool is held
-    at one thread meanwhile, so the threads do not wait on each other); results do not depend on it."""
+    ``threads`` threads, one contiguous span each (default: one per CPU, at most one per 64 masks;
+    OpenCV releases the GIL, and its own thread pool is held at one thread meanwhile, so the threads do
+    not wait on each other); results do not depend on it."""
     from concurrent.futures import ThreadPoolExecutor
 
     import cv2
@@ -150,9 +151,11 @@ def set_truth(ms: np.ndarray, mask_sources: list, crop_hw, grid_hw, k: int | Non
     known = np.zeros(n, bool)
     reasons = [""] * n
 
+    aligned = np.isfinite(np.asarray(ms, np.float64).reshape(n, -1)).all(1) if n else np.zeros(0, bool)
+
     def one(i: int) -> None:
         src = mask_sources[i]
-        if src is None or not np.isfinite(ms[i]).all():
+        if src is None or not aligned[i]:
             reasons[i] = "no occlusion label or no alignment"
             return
         if src == "clean":
@@ -166,16 +169,21 @@ def set_truth(ms: np.ndarray, mask_sources: list, crop_hw, grid_hw, k: int | Non
         except Exception as e:  # noqa: BLE001 - an unreadable mask is a row without truth, counted
             reasons[i] = f"{type(e).__name__}: {e}"
 
-    threads = threads or min(8, os.cpu_count() or 1)
+    def span(lo_hi: tuple[int, int]) -> None:
+        for i in range(*lo_hi):
+            one(i)
+
+    n_masks = sum(1 for src in mask_sources if src is not None and src != "clean")
+    threads = max(1, min(threads or min(8, os.cpu_count() or 1), n_masks // 64))
     cv_threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        if threads <= 1 or n < 64:
-            for i in range(n):
-                one(i)
-        else:
+        if threads == 1:
+            span((0, n))
+        else:  # one contiguous span per thread (a future per image cost more CPU than it saved)
+            edges = np.linspace(0, n, threads + 1).astype(int)
             with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(one, range(n), chunksize=32))
+                list(pool.map(span, zip(edges[:-1], edges[1:])))
     finally:
         cv2.setNumThreads(cv_threads)
     pattern = np.full(n, -1, np.int64)
@@ -190,9 +198,13 @@ def _read_mask(path) -> np.ndarray:
     import cv2
 
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    with os.fdopen(fd, "rb") as fh:
-        data = np.frombuffer(fh.read(), np.uint8)
-    m = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    m = cv2.imdecode(np.frombuffer(b"".join(chunks), np.uint8), cv2.IMREAD_GRAYSCALE)
     if m is None:
         raise ValueError(f"{path}: not a decodable mask image")
     return m
@@ -210,17 +222,21 @@ class MaskPaths:
         self._dirs: set[str] = set()
 
     def __call__(self, rel: str) -> str:
-        p = PurePosixPath(rel)
-        if not p.parts or p.is_absolute() or ".." in p.parts or str(rel).startswith("~"):
-            raise UnsafePathError(f"path {rel!r} escapes its root {self.root}")
+        rel = str(rel)
+        parts = rel.split("/")
+        if rel.startswith(("/", "~")) or "" in parts or "." in parts or ".." in parts:
+            p = PurePosixPath(rel)  # refuse, or normalise an unusual spelling ("a//b", "./a")
+            if not p.parts or p.is_absolute() or ".." in p.parts or rel.startswith("~"):
+                raise UnsafePathError(f"path {rel!r} escapes its root {self.root}")
+            parts = list(p.parts)  # else: equal to PurePosixPath(rel).parts, without its cost
         cur = self.root
-        for part in p.parts[:-1]:
+        for part in parts[:-1]:
             cur = os.path.join(cur, part)
             if cur not in self._dirs:
                 if os.path.islink(cur):
                     raise UnsafePathError(f"path {rel!r} under {self.root}: {part!r} is a symbolic link")
                 self._dirs.add(cur)
-        return os.path.join(cur, p.parts[-1])
+        return os.path.join(cur, parts[-1])
 
 
 def truth_predictions(truth: SetTruth, spec, n_classes: int | None) -> SetPredictions:

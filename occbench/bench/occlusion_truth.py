@@ -45,13 +45,22 @@ SAMPLES_PER_CROP_PIXEL = 4
 
 def _canvas_transform(m: np.ndarray, crop_hw, grid_hw, samples: int) -> tuple[np.ndarray, int, int]:
     """M composed with crop -> canvas scaling (pixel centres preserved); canvas = grid x (sy, sx)."""
-    ch, cw = crop_hw
-    gh, gw = grid_hw
+    s, sy, sx = _canvas_scaling(int(crop_hw[0]), int(crop_hw[1]), int(grid_hw[0]), int(grid_hw[1]), samples)
+    m3 = np.empty((3, 3))
+    m3[:2] = m
+    m3[2] = (0.0, 0.0, 1.0)
+    return (s @ m3)[:2], sy, sx
+
+
+@lru_cache(maxsize=32)
+def _canvas_scaling(ch: int, cw: int, gh: int, gw: int, samples: int) -> tuple[np.ndarray, int, int]:
+    """The crop -> canvas scaling matrix (3x3, read-only) and the samples per grid cell (sy, sx)."""
     sy = max(1, math.ceil(samples * ch / gh))
     sx = max(1, math.ceil(samples * cw / gw))
     fy, fx = gh * sy / ch, gw * sx / cw  # canvas samples per crop pixel
     s = np.array([[fx, 0.0, 0.5 * fx - 0.5], [0.0, fy, 0.5 * fy - 0.5], [0.0, 0.0, 1.0]])
-    return (s @ np.vstack([np.asarray(m, np.float64), [0, 0, 1]]))[:2], sy, sx
+    s.flags.writeable = False
+    return s, sy, sx
 
 
 def mask_fraction(mask: np.ndarray, m: np.ndarray, crop_hw: tuple[int, int], grid_hw: tuple[int, int],
@@ -120,7 +129,7 @@ def truth_cells(mask: np.ndarray | None, m: np.ndarray, crop_hw, grid_hw, k: int
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     counts = cv2.resize(canvas, (cw, ch), interpolation=cv2.INTER_AREA)  # occluded samples per crop pixel
     # the reference's crop fractions, exactly (n / 16 is exact in float32); the grid as the reference does it
-    crop_frac = counts.astype(np.float32) * np.float32(1.0 / (s * s))
+    crop_frac = np.multiply(counts, np.float32(1.0 / (s * s)), dtype=np.float32)
     grid_frac = crop_frac if (gh, gw) == (ch, cw) else cv2.resize(crop_frac, (gw, gh), interpolation=cv2.INTER_AREA)
     return grid_frac >= tau, (None if k is None else _cell_counts(counts >= (s * s + 1) // 2, k))
 
@@ -138,7 +147,7 @@ def _occupancy(mask: np.ndarray, value: int) -> np.ndarray:
 
 def _cell_counts(crop_occ: np.ndarray, k: int) -> np.ndarray:
     """(K, K) int64 occluded pixels of each of FROM's cells (``cell_edges``) of a crop-sized bool map."""
-    ys, xs = cell_edges(k, crop_occ.shape)
+    ys, xs = _edges(k, *crop_occ.shape)
     rows = np.add.reduceat(crop_occ, ys[:-1], axis=0, dtype=np.int64)
     return np.add.reduceat(rows, xs[:-1], axis=1, dtype=np.int64)
 
@@ -158,6 +167,14 @@ def labels_from_cell_counts(counts: np.ndarray, k: int, crop_hw) -> np.ndarray:
     area = (ys[y1] - ys[y0]) * (xs[x1] - xs[x0])
     union = area + cs[:, k:k + 1, k] - inter
     return np.argmax(inter.astype(np.float64) / (union.astype(np.float64) + IOU_EPS), axis=1).astype(np.int64)
+
+
+@lru_cache(maxsize=32)
+def _edges(k: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cell_edges`` memoised (asked once per image)."""
+    ys, xs = cell_edges(k, (h, w))
+    ys.flags.writeable = xs.flags.writeable = False
+    return ys, xs
 
 
 @lru_cache(maxsize=8)

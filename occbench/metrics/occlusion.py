@@ -79,7 +79,8 @@ def average_precision(y_true, scores) -> float | None:
     n_pos = int(y.sum())
     if n_pos == 0:
         return None
-    order = np.argsort(-s, kind="stable")
+    # any order of tied scores gives the same sums (only each distinct score's last index is used)
+    order = np.argsort(-s)
     s, y = s[order], y[order]
     last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]  # last index of each distinct score
     tps = np.cumsum(y)[last]
