@@ -38,7 +38,7 @@ def test_dask_local_cluster_with_a_killed_worker_is_byte_identical(tmp_path, mon
     from occbench.synth.pipeline import SynthConfig
     from occbench.synth.sharded import run_synth_sharded
     from synthetic_faces import write_faces
-    from test_shards import _files
+    from run_outputs import output_files
 
     src = tmp_path / "src"
     write_faces(src, 32, 112, "jpg")
@@ -72,4 +72,4 @@ def test_dask_local_cluster_with_a_killed_worker_is_byte_identical(tmp_path, mon
     s = run_synth_sharded(cfg(tmp_path / "dask"), "rec", 2, dask="local:2", progress=False)
     assert killed, "no worker was killed: the test did not exercise a retry"
     assert s.processed == 32
-    assert _files(tmp_path / "dask") == _files(tmp_path / "one")
+    assert output_files(tmp_path / "dask") == output_files(tmp_path / "one")

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from occbench.io.recordio import IRHeader, RecordIOWriter, pack
-from test_shards import _files, read_rec_independently
+from run_outputs import output_files
+from test_shards import read_rec_independently
 
 N = int(os.environ.get("OCCBENCH_SCALE_N", "20000"))
 SHARD = max(1, N // 40)
@@ -76,7 +77,7 @@ def test_20k_rec_on_dask_killed_and_resumed(lfw_images, tmp_path):
     assert not (out / "train.rec").exists(), "the run finished before it could be killed"
     subprocess.run(_run_cmd(src, out, "local:2"), check=True)  # resume
 
-    assert _files(out) == _files(one)
+    assert output_files(out) == output_files(one)
     recs = read_rec_independently(out / "train.rec")[1:]
     m = pd.read_parquet(out / "train.parquet")
     assert len(recs) == len(m) == N  # every image once (no face-less crops among aligned LFW)

@@ -15,6 +15,7 @@ from occbench.synth.pipeline import CRASH_HOOK_ENV, SynthConfig
 from occbench.synth.sharded import JOURNAL_DIR, run_synth_sharded
 from cli_subprocess import crash_then_rerun
 from synthetic_faces import write_faces
+from run_outputs import output_files
 
 OCC = ("surgical_mask", "sunglasses")
 BAD = "id1/face_0004.jpg"  # in shard rec-00001
@@ -23,11 +24,6 @@ REASON = "the worker process crashed on this image (signal SIGABRT)"
 
 def _cfg(src, out, **kw) -> SynthConfig:
     return SynthConfig(src=str(src), out=str(out), landmarks="template", occluders=OCC, seed=3, **kw)
-
-
-def _files(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and ".synth" not in p.relative_to(out).parts}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +53,7 @@ def test_a_worker_crash_in_a_shard_is_one_error_row(crashed_run):
     cols = [c for c in df.columns if c not in ("image", "mask")]
     others = [k for k in ref.index if k != BAD]
     pd.testing.assert_frame_equal(df.loc[others, cols], ref.loc[others, cols])
-    a, b = _files(clean), _files(out)
+    a, b = output_files(clean), output_files(out)
     # shards without the culprit are byte-identical to a run without the crash; nothing is left in flight
     for name in ("rec-00000", "rec-00002"):
         assert {k: v for k, v in a.items() if name in k} == {k: v for k, v in b.items() if name in k}
@@ -78,7 +74,7 @@ def test_a_crash_at_jobs_1_is_isolated_on_the_rerun_and_matches_jobs_2(crashed_r
     src, _, ref, _ = crashed_run
     out = tmp_path / "j1"
     crash_then_rerun(_cli(src, out), BAD)
-    a, b = _files(ref), _files(out)
+    a, b = output_files(ref), output_files(out)
     tables = ("manifest", "synth.json", "landmarks")  # hold the run's paths and config: compared as rows
     assert {k: v for k, v in a.items() if not k.startswith(tables)} == \
         {k: v for k, v in b.items() if not k.startswith(tables)}
@@ -114,7 +110,7 @@ def test_a_crash_on_dask_is_one_error_row_and_matches_jobs_2(crashed_run, tmp_pa
     out = tmp_path / "dask"
     s = run_synth_sharded(_cfg(src, out), "rec", 4, dask="local:2", progress=False)
     assert s.crashed == 1 and s.reason_counts == {REASON: 1}
-    a, b = _files(ref), _files(out)
+    a, b = output_files(ref), output_files(out)
     tables = ("manifest", "synth.json", "landmarks")
     assert {k: v for k, v in a.items() if not k.startswith(tables)} == \
         {k: v for k, v in b.items() if not k.startswith(tables)}

@@ -16,6 +16,7 @@ from occbench.synth.occluders import list_occluders
 from occbench.synth.pipeline import SynthConfig, run_synth
 from occbench.synth.sharded import label_map, run_synth_sharded
 from synthetic_faces import write_faces
+from run_outputs import output_files
 
 
 def read_rec_independently(rec: Path) -> list[tuple[float, bytes]]:
@@ -50,11 +51,6 @@ def _cfg(src, out, **kw):
     return SynthConfig(src=str(src), out=str(out), **kw)
 
 
-def _files(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and ".synth" not in p.relative_to(out).parts}
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
@@ -72,7 +68,7 @@ def runs(tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["rec", "wds"])
 def test_shards_and_list_are_identical_for_any_jobs(runs, fmt):
     _, _, outs = runs
-    a, b = _files(outs[fmt, 1]), _files(outs[fmt, 2])
+    a, b = output_files(outs[fmt, 1]), output_files(outs[fmt, 2])
     assert a == b
     index = json.loads(a[sh.INDEX_FILE])
     assert [s["name"] for s in index["shards"]] == [f"{fmt}-0000{i}" for i in range(4)]  # 13 items / 4
@@ -153,7 +149,7 @@ def test_resume_redoes_only_broken_shards(runs, tmp_path):
     (out / ".train.rec.k1ll3d.tmp").write_bytes(b"x")
     s = run_synth_sharded(cfg, "rec", 4, progress=False)
     assert s.resumed == 13 - 8 and s.processed == 8
-    assert _files(out) == _files(outs["rec", 1])
+    assert output_files(out) == output_files(outs["rec", 1])
 
 
 def test_a_changed_shard_size_is_refused_unless_overwrite(runs, tmp_path):
@@ -165,7 +161,7 @@ def test_a_changed_shard_size_is_refused_unless_overwrite(runs, tmp_path):
     with pytest.raises(OccbenchError, match="(?i)output|shard"):
         run_synth_sharded(_cfg(src, out), "wds", 4, progress=False)
     run_synth_sharded(_cfg(src, out, overwrite=True), "wds", 4, progress=False)
-    assert _files(out) == _files(outs["wds", 1])
+    assert output_files(out) == output_files(outs["wds", 1])
 
 
 def test_label_map():
@@ -202,7 +198,7 @@ def test_cli_format_wds_then_its_shards_as_src(runs, tmp_path):
             "--format", "wds", "--shard-size", "4", "--no-progress"]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
-    assert _files(out) == _files(outs["wds", 1])  # the CLI gives the library's bytes
+    assert output_files(out) == output_files(outs["wds", 1])  # the CLI gives the library's bytes
     # a prior run's shards as --src: occlude the occluded set again
     again = tmp_path / "again"
     r = CliRunner().invoke(main, ["synth", "--src", str(out), "--out", str(again), "--occluders", occ,
@@ -231,4 +227,4 @@ def test_temp_files_of_a_worker_that_died_mid_shard_are_not_left_in_the_output(r
     monkeypatch.setattr(sharded, "render_shard", render_beside_a_dead_worker)
     out = tmp_path / "rec"
     run_synth_sharded(_cfg(src, out, jobs=1), "rec", 4, progress=False)
-    assert _files(out) == _files(outs["rec", 1])
+    assert output_files(out) == output_files(outs["rec", 1])

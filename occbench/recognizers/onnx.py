@@ -178,7 +178,7 @@ class OnnxRecognizer:
             x = pp.normalize(crops[i:i + step])
             out = self._run_all(x)
             if pp.flip_test:
-                out.embedding = out.embedding + self._run(np.ascontiguousarray(np.flip(x, axis=3 if pp.layout == "NCHW" else 2)))
+                out.embedding = out.embedding + self._run(_flipped(x, pp))
             out.embedding = l2_normalize(out.embedding)
             parts.append(out)
         if not parts:
@@ -195,7 +195,7 @@ class OnnxRecognizer:
         for i in range(0, len(crops), step):
             x = pp.normalize(crops[i:i + step])
             if pp.flip_test:
-                flipped = np.ascontiguousarray(np.flip(x, axis=3 if pp.layout == "NCHW" else 2))
+                flipped = _flipped(x, pp)
                 if self._fixed_batch:
                     e = self._run(x) + self._run(flipped)
                 else:
@@ -240,3 +240,8 @@ def load_onnx(path: str | os.PathLike, *, arch: str | None = None, device: str =
     if arch:
         raise ConfigError(f"{path} is an ONNX model; --arch applies only to state-dict files")
     return OnnxRecognizer(path, device=device, precision=precision, preprocess_overrides=preprocess_overrides)
+
+
+def _flipped(x: np.ndarray, pp) -> np.ndarray:
+    """The batch's horizontal flips (the width axis follows the declared layout)."""
+    return np.ascontiguousarray(np.flip(x, axis=3 if pp.layout == "NCHW" else 2))

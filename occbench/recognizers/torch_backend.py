@@ -114,13 +114,17 @@ class TorchRecognizer:
             x = x.permute(0, 3, 1, 2)
         return ((x.float() - self._mean) / self._std).contiguous()
 
+    def _with_flipped(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch followed by its horizontal flips when flip-test is on (else the batch itself)."""
+        if not self.preprocess.flip_test:
+            return x
+        return torch.cat([x, x.flip(3 if self.preprocess.layout == "NCHW" else 2)])
+
     def forward_outputs(self, x: torch.Tensor) -> ModelOutputs:
         """Parsed outputs of one batch: raw (un-normalised) embeddings, flip-test summed when enabled;
         mask and pattern from the un-flipped half."""
         n = x.shape[0]
-        if self.preprocess.flip_test:
-            width_axis = 3 if self.preprocess.layout == "NCHW" else 2
-            x = torch.cat([x, x.flip(width_axis)])
+        x = self._with_flipped(x)
         with autocast_context(self.device, self.precision):
             raw = self.module(x)
         out = parse_outputs(raw, self.outputs, x.shape[0])
@@ -137,9 +141,7 @@ class TorchRecognizer:
         if self.outputs is not None:
             return torch.from_numpy(np.ascontiguousarray(self.forward_outputs(x).embedding, np.float32))
         n = x.shape[0]
-        if self.preprocess.flip_test:
-            width_axis = 3 if self.preprocess.layout == "NCHW" else 2
-            x = torch.cat([x, x.flip(width_axis)])
+        x = self._with_flipped(x)
         with autocast_context(self.device, self.precision):
             out = self.module(x)
         if isinstance(out, (tuple, list, dict)):  # e.g. (embedding, norm); undeclared extras are ignored
