@@ -12,8 +12,13 @@ into --cache. Rows (each the best of --repeat runs unless stated):
   ``--bank 0`` (a new seed per repeat).
 * dataset: images/s of a DataLoader (batch 32, --workers, persistent workers, second pass = warm) over
   ``OccludedDataset`` vs the same DataLoader over the same source without occlusion (decode only).
-* dask (--dask): the same rec run (``--bank 64``, --dask-shard-size) with ``--dask local:2`` vs ``--jobs 1``,
-  each in a fresh interpreter (cold bank and imports, cluster start included).
+* dask (--dask): the same rec run (--dask-shard-size) with ``--dask local:2`` vs ``--jobs 1``, each in a
+  fresh interpreter (cold bank and imports, cluster start included), for ``--bank 0`` (the default: a new
+  look per image) and ``--bank 64`` (the bank's sprites are drawn once per run and shared by the workers
+  through ``OUT/.synth/sprites``); then the same against an existing 2-worker cluster (``--dask
+  tcp://...``, the issue's first use: a LocalCluster started by this script, its workers restarted before
+  each run so that nothing drawn before is kept; cluster start not included). Every run writes to a
+  new OUT.
 """
 from __future__ import annotations
 
@@ -48,6 +53,38 @@ def bare_copy_into_shard(src: Path, keys: list[str], out: Path) -> None:
             fh.write(frame(pack(IRHeader(0, 0.0, i, 0), buf.tobytes())))
 
 
+def floor_into_shard(src: Path, keys: list[str], out: Path) -> None:
+    """The least a synth with an occluder must do per image, with the fastest calls we know: decode,
+    warp one pre-drawn premultiplied RGBA sprite into the image and blend it (cv2, float32), threshold
+    the mask, encode the image (cv2 JPEG, same quality) and the mask (occbench's PNG writer, faster
+    than cv2's for these masks), append both to the shard. No labels, params, manifest or landmarks."""
+    import cv2
+    import numpy as np
+
+    from occbench.io.recordio import IRHeader, frame, pack
+    from occbench.synth.pipeline import encode_mask_png
+
+    sprite = np.zeros((80, 112, 4), np.float32)
+    cv2.ellipse(sprite, (56, 40), (50, 35), 0, 0, 360, (150.0, 120.0, 100.0, 1.0), -1)
+    sprite = cv2.GaussianBlur(sprite, (5, 5), 1.0)
+    rng = np.random.default_rng(0)
+    masks = []
+    with open(out, "wb") as fh:
+        for i, k in enumerate(keys):
+            img = cv2.imdecode(np.frombuffer((src / k).read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+            a, tx, ty = rng.uniform(-0.1, 0.1), rng.uniform(-3, 3), rng.uniform(55, 65)
+            m = np.array([[np.cos(a), -np.sin(a), tx], [np.sin(a), np.cos(a), ty]], np.float32)
+            layer = cv2.warpAffine(sprite, m, (img.shape[1], img.shape[0]))
+            alpha = cv2.extractChannel(layer, 3)
+            keep = 1.0 - alpha
+            mixed = cv2.multiply(img, cv2.merge([keep, keep, keep]), dtype=cv2.CV_32F)
+            occluded = cv2.add(mixed, cv2.cvtColor(layer, cv2.COLOR_BGRA2BGR), dtype=cv2.CV_8U)
+            mask = np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
+            ok, buf = cv2.imencode(".jpg", occluded, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            fh.write(frame(pack(IRHeader(0, 0.0, i, 0), buf.tobytes())))
+            masks.append(encode_mask_png(mask))
+
+
 def synth_rec(src: Path, out: Path, bank: int, seed: int, jobs: int = 1, dask: str | None = None,
               shard_size: int = 1000) -> None:
     from occbench.synth.pipeline import SynthConfig
@@ -65,6 +102,26 @@ def fresh_process(src: Path, out: Path, bank: int, seed: int, jobs: int, dask: s
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); from bench_shards import synth_rec; "
             f"synth_rec({str(src)!r}, __import__('pathlib').Path({str(out)!r}), {bank}, {seed}, {jobs}, {dask!r}, {shard_size})")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class RoundTrip:
+    """The dataset floor: decode, re-encode as synth writes it (JPEG, same quality), decode again, the
+    round trip that giving exactly synth's pixels needs for a JPEG source, and no occlusion at all."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        import numpy as np
+        import torch
+
+        from occbench.io.images import decode_rgb, encode
+
+        img = decode_rgb(encode(decode_rgb(self.ds._source.read_bytes(self.ds.keys[i])), "jpg", jpeg_quality=95))
+        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.ds.labels[i]
 
 
 class Plain:
@@ -98,6 +155,34 @@ def loader_rate(ds, workers: int) -> tuple[float, float]:
         n = sum(len(b[0]) for b in dl)
         rates.append(n / (time.perf_counter() - t))
     return rates[0], rates[1]
+
+
+def dask_rows(src: Path, tmp: Path, n: int, a) -> None:
+    """--dask local:2 and an existing 2-worker cluster vs --jobs 1, fresh processes, new OUT each run."""
+    runs = iter(range(1 << 30))
+
+    def run(bank: int, seed: int, dask: str | None) -> float:
+        return timed(lambda: fresh_process(src, tmp / f"run{next(runs)}", bank, seed, 1, dask, a.dask_shard_size))[0]
+
+    for bank in (0, 64):
+        for r in range(a.repeat):  # --bank 0: a new seed per repeat (nothing drawn before can help)
+            seed = 1000 + r if bank == 0 else 0
+            w1, wd = run(bank, seed, None), run(bank, seed, "local:2")
+            print(f"[{r}] rec --bank {bank}, shard size {a.dask_shard_size}, fresh processes: --jobs 1 {n / w1:.0f} "
+                  f"img/s, --dask local:2 {n / wd:.0f} img/s (cluster start included) = {w1 / wd:.3f}x; load "
+                  f"{os.getloadavg()[0]:.1f}", flush=True)
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      silence_logs=40) as cluster, Client(cluster) as client:
+        for bank in (0, 64):
+            for r in range(a.repeat):
+                seed = 2000 + r if bank == 0 else 0
+                w1 = run(bank, seed, None)
+                client.restart()  # fresh worker processes: no sprite drawn by an earlier run
+                wd = run(bank, seed, cluster.scheduler_address)
+                print(f"[{r}] rec --bank {bank}: --jobs 1 {n / w1:.0f} img/s, existing 2-worker cluster "
+                      f"{n / wd:.0f} img/s = {w1 / wd:.3f}x; load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -135,9 +220,11 @@ def main(argv=None) -> int:
                 base_w, base_c = timed(lambda: bare_copy_into_shard(src, keys, tmp / "copy.rec"))
                 w64, c64 = timed(lambda: synth_rec(src, tmp / "b64", 64, 0))
                 w0, c0 = timed(lambda: synth_rec(src, tmp / "b0", 0, 1000 + r))
+                wf, cf = timed(lambda: floor_into_shard(src, keys, tmp / "floor.rec"))
                 print(f"[{r}] copy into one shard {n / base_w:.0f} img/s; rec --bank 64 warm {n / w64:.0f} img/s "
                       f"= {base_w / w64:.3f}x wall ({base_c / c64:.3f}x CPU); rec --bank 0 {n / w0:.0f} img/s = "
-                      f"{base_w / w0:.3f}x wall ({base_c / c0:.3f}x CPU)", flush=True)
+                      f"{base_w / w0:.3f}x wall ({base_c / c0:.3f}x CPU); floor (one pre-drawn sprite pasted, "
+                      f"mask, encodes) {base_w / wf:.3f}x wall ({base_c / cf:.3f}x CPU)", flush=True)
         if "dataset" not in skip:
             from occbench.torch import OccludedDataset
 
@@ -146,15 +233,13 @@ def main(argv=None) -> int:
                 for r in range(a.repeat):
                     p_cold, p_warm = loader_rate(Plain(ds), a.workers)
                     o_cold, o_warm = loader_rate(ds, a.workers)
+                    f_warm = loader_rate(RoundTrip(ds), a.workers)[1]
                     print(f"[{r}] DataLoader workers={a.workers}: plain {p_warm:.0f} img/s; OccludedDataset "
                           f"--bank {bank}: first pass {o_cold:.0f} img/s ({o_cold / p_cold:.3f}x), second pass "
-                          f"{o_warm:.0f} img/s = {o_warm / p_warm:.3f}x", flush=True)
+                          f"{o_warm:.0f} img/s = {o_warm / p_warm:.3f}x; floor (JPEG round trip, no occlusion) "
+                          f"{f_warm:.0f} img/s = {f_warm / p_warm:.3f}x", flush=True)
         if a.dask:
-            for r in range(a.repeat):  # both in a fresh process (cold bank, imports), same shard size
-                w1, _ = timed(lambda: fresh_process(src, tmp / "j1", 64, 0, 1, None, a.dask_shard_size))
-                wd, _ = timed(lambda: fresh_process(src, tmp / "dk", 64, 0, 1, "local:2", a.dask_shard_size))
-                print(f"[{r}] rec --bank 64, shard size {a.dask_shard_size}, fresh processes: --jobs 1 {n / w1:.0f} img/s, "
-                      f"--dask local:2 {n / wd:.0f} img/s (cluster start included) = {w1 / wd:.3f}x", flush=True)
+            dask_rows(src, tmp, n, a)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -83,6 +83,32 @@ def check_shared_out(out: str | os.PathLike, target: DaskTarget) -> None:
                               "system every worker mounts (NFS, Lustre, a shared volume)")
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+_MALLOC_TUNED = False
+
+
+def tune_worker_malloc() -> bool:
+    """Undo, in this process, the ``MALLOC_TRIM_THRESHOLD_=65536`` a Dask nanny sets for its worker.
+
+    Setting that variable also freezes glibc's mmap threshold at 128 KiB, so every array above it
+    (sprite buffers, float layers) is a fresh mmap, zero-filled page by page and unmapped on free:
+    the synth engine then spends ~1.7x the CPU (measured: ``benchmarks/bench_shards.py --dask``).
+    Here arrays up to 16 MiB come from the heap again, and the heap is trimmed above 64 MiB free.
+    Called once per process by each shard task; a no-op (False) where libc has no ``mallopt``."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, 16 << 20)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20))
+    except (OSError, AttributeError):
+        ok = False
+    _MALLOC_TUNED = ok
+    return ok
+
+
 def _client(target: DaskTarget):
     try:
         from distributed import Client, LocalCluster

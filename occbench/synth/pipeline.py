@@ -480,6 +480,15 @@ class _Worker:
         self._journal_fd: int | None = None
         self._crash_keys = frozenset(spec.get("crash_keys", ()))
         self._part_columns = True  # part_<name> fractions in the rows (OccludedDataset does not need them)
+        self._sprite_store = self._make_sprite_store(spec)
+
+    def _make_sprite_store(self, spec: dict):
+        """With a bank, the run's processes share its drawn sprites (``OUT/.synth/sprites``)."""
+        if self.cfg.bank <= 0 or not spec.get("fingerprint"):
+            return None
+        from .sprite_store import SpriteStore
+
+        return SpriteStore.for_run(self.out, spec["fingerprint"])
 
     # -- files
     def _write(self, rel: str, data: bytes) -> None:
@@ -680,8 +689,12 @@ class _Worker:
             return dict(image=image_rel, mask=mask_rel, status="clean", occluder="none", scale=float("nan"),
                         area_frac=0.0, pattern=0, cells=cells_json([0.0] * (cfg.k * cfg.k)), params="{}",
                         **(part_row(np.zeros((h, w), np.uint8), parts) if self._part_columns else {}))
-        res = self.occluders[d["occluder"]](image, landmarks, rng=d["rng"], scale=d["scale"],
-                                            placement=cfg.placement)
+        occ = self.occluders[d["occluder"]]
+        occ.sprite_store = self._sprite_store  # instances are shared per process: this run's, for this call
+        try:
+            res = occ(image, landmarks, rng=d["rng"], scale=d["scale"], placement=cfg.placement)
+        finally:
+            occ.sprite_store = None
         out_img = np.asarray(res.image)
         mask = np.asarray(res.mask)
         if out_img.shape != image.shape or out_img.dtype != np.uint8:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import hashlib
 import json
 import math
 from collections import OrderedDict
@@ -364,6 +365,7 @@ class Occluder:
         self._bank: dict[int, tuple[dict, str]] = {}
         self._sprites: OrderedDict = OrderedDict()
         self._sprite_bytes = 0
+        self.sprite_store = None  # a run's SpriteStore (set by the synth worker): bank sprites shared by processes
         self.check_config()
 
     # -- subclass hooks
@@ -578,7 +580,17 @@ class Occluder:
             gx1, gy1 = min(gx1, math.ceil(uv[:, 0].max()) + 3), min(gy1, math.ceil(uv[:, 1].max()) + 3)
             gx1, gy1 = max(gx1, gx0 + 1), max(gy1, gy0 + 1)
         model_to_sprite = np.array([[level, 0.0, -gx0], [0.0, level, -gy0]])
-        rgba = self.draw_sprite(v, stroke_min, model_to_sprite, (gy1 - gy0, gx1 - gx0), vkey)
+        store = self.sprite_store if cache and params.get("bank_index") is not None else None
+        if store is not None and json.dumps(params["vars"], sort_keys=True) != vkey:
+            store = None  # drawn from image-dependent values (resolve_vars): not one of the bank's looks
+        rgba = None
+        if store is not None:
+            spath = store.path(self.definition_digest(), vkey, level, stroke_min, (gx0, gy0, gx1, gy1))
+            rgba = store.load(spath, (gy1 - gy0, gx1 - gx0, 4))
+        if rgba is None:
+            rgba = self.draw_sprite(v, stroke_min, model_to_sprite, (gy1 - gy0, gx1 - gx0), vkey)
+            if store is not None:
+                store.save(spath, rgba)
         out = (rgba, geometry.invert_affine(model_to_sprite))
         if cache:
             self._sprites[key] = out
@@ -587,6 +599,14 @@ class Occluder:
                 _, (old, _) = self._sprites.popitem(last=False)
                 self._sprite_bytes -= old.nbytes
         return out
+
+    def definition_digest(self) -> str:
+        """SHA-256 of the definition (``describe()``): names what this instance draws, across processes."""
+        d = self.__dict__.get("_definition_digest")
+        if d is None:
+            d = self._definition_digest = hashlib.sha256(
+                json.dumps([type(self).__name__, self.describe()], sort_keys=True, default=str).encode()).hexdigest()
+        return d
 
     def resolve_vars(self, v: dict, params: dict, image: np.ndarray | None) -> dict:
         """Hook: derive image-dependent drawing values (deterministic; e.g. a skin tone matched to
