@@ -91,7 +91,7 @@ def test_store_never_recreates_a_removed_out(tmp_path):
     store.save(path, np.full((2, 2, 4), 7, np.uint8))
     assert store.load(path, (2, 2, 4)).tolist() == np.full((2, 2, 4), 7, np.uint8).tolist()
     assert store.load(path, (2, 3, 4)) is None
-    assert not list(path.parent.glob(".*.part"))
+    assert not list(path.parent.glob(".*.tmp"))
 
 
 def test_tune_worker_malloc_is_idempotent():
@@ -106,3 +106,12 @@ def test_an_overwrite_with_another_configuration_drops_the_old_sprites(src, tmp_
     new = {p.parent.name for p in _stored(tmp_path / "out")}
     assert new and not (old & new)
     shutil.rmtree(tmp_path / "out")
+
+
+def test_temp_files_of_a_killed_sprite_write_are_swept_at_the_next_run(src, tmp_path):
+    first = _run(src, tmp_path / "out")
+    stored = _stored(tmp_path / "out")
+    leftover = stored[0].with_name(f".{stored[0].name}.99999.tmp")
+    leftover.write_bytes(b"half a sprite")
+    assert _run(src, tmp_path / "out") == first
+    assert not leftover.exists()

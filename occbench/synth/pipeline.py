@@ -991,6 +991,9 @@ def _prepare_out(out: Path, lock: dict, overwrite: bool) -> None:
     shutil.rmtree(out / STATE_DIR / "tmp", ignore_errors=True)  # occbench 0.2 wrote its part files there
     sweep_temp_files(out)
     sweep_temp_files(out / STATE_DIR)
+    from .sprite_store import SpriteStore
+
+    SpriteStore.sweep(out)
     if not lock_path.is_file() or json.loads(lock_path.read_text()) != lock:
         from ..io.atomic import atomic_write_json
 

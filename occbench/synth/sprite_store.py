@@ -35,6 +35,17 @@ class SpriteStore:
     def for_run(cls, out: str | os.PathLike, fingerprint: str) -> "SpriteStore":
         return cls(Path(out) / ".synth" / STORE_DIR / fingerprint[:32])
 
+    @staticmethod
+    def sweep(out: str | os.PathLike) -> None:
+        """Remove the temp files of sprite writes a killed run left (run start, with OUT locked)."""
+        from ..io.atomic import sweep_temp_files
+
+        root = Path(out) / ".synth" / STORE_DIR
+        if root.is_dir():
+            for d in root.iterdir():
+                if d.is_dir() and not d.is_symlink():
+                    sweep_temp_files(d)
+
     def path(self, definition: str, vkey: str, level: float, stroke_min: float, grid: tuple[int, ...]) -> Path:
         key = json.dumps([definition, vkey, repr(float(level)), repr(float(stroke_min)), list(grid)])
         return self.root / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".npy")
@@ -54,7 +65,7 @@ class SpriteStore:
 
     def save(self, path: Path, sprite: np.ndarray) -> None:
         """Write beside the destination, then rename (a reader sees the whole file or none)."""
-        part = path.with_name(f".{path.name}.{os.getpid()}.part")
+        part = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # swept by sweep() if killed mid-write
         try:
             if not self._ready:
                 for d in (self.root.parent, self.root):  # never recreate a removed OUT/.synth
