@@ -2,6 +2,7 @@
 
     python benchmarks/bench_shards.py --n 600                     # rec rows + dataset rows
     python benchmarks/bench_shards.py --n 2000 --dask             # + --dask local:2 vs --jobs 1
+    python benchmarks/bench_shards.py --n 2000 --malloc --skip rec,dataset   # the Dask nanny's malloc setting
 
 Aligned 112x112 crops of real LFW faces are built once (as bench_synth.py: MediaPipe + align, JPEG q95)
 into --cache. Rows (each the best of --repeat runs unless stated):
@@ -95,13 +96,30 @@ def synth_rec(src: Path, out: Path, bank: int, seed: int, jobs: int = 1, dask: s
     run_synth_sharded(cfg, "rec", shard_size, dask=dask, progress=False)
 
 
-def fresh_process(src: Path, out: Path, bank: int, seed: int, jobs: int, dask: str | None, shard_size: int) -> None:
-    """synth_rec in a new interpreter: nothing drawn before (a cold bank), as a real run starts."""
+def fresh_process(src: Path, out: Path, bank: int, seed: int, jobs: int, dask: str | None, shard_size: int,
+                  env: dict | None = None, tune: bool = False) -> None:
+    """synth_rec in a new interpreter: nothing drawn before (a cold bank), as a real run starts.
+    ``env``: extra environment variables; ``tune``: call ``tune_worker_malloc`` first (as shard tasks do)."""
     import subprocess
 
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); from bench_shards import synth_rec; "
-            f"synth_rec({str(src)!r}, __import__('pathlib').Path({str(out)!r}), {bank}, {seed}, {jobs}, {dask!r}, {shard_size})")
-    subprocess.run([sys.executable, "-c", code], check=True)
+            + ("from occbench.distributed import tune_worker_malloc; tune_worker_malloc(); " if tune else "")
+            + f"synth_rec({str(src)!r}, __import__('pathlib').Path({str(out)!r}), {bank}, {seed}, {jobs}, {dask!r}, {shard_size})")
+    subprocess.run([sys.executable, "-c", code], check=True, env=None if env is None else os.environ | env)
+
+
+def malloc_rows(src: Path, tmp: Path, n: int, a) -> None:
+    """The Dask nanny's MALLOC_TRIM_THRESHOLD_=65536 on the one-process run, and the same after
+    ``tune_worker_malloc`` (what every shard task does): wall seconds, fresh processes, new OUT each."""
+    nanny = {"MALLOC_TRIM_THRESHOLD_": "65536"}
+    for r in range(a.repeat):
+        plain = timed(lambda: fresh_process(src, tmp / f"m{r}a", 64, 0, 1, None, a.dask_shard_size))[0]
+        trim = timed(lambda: fresh_process(src, tmp / f"m{r}b", 64, 0, 1, None, a.dask_shard_size, env=nanny))[0]
+        tuned = timed(lambda: fresh_process(src, tmp / f"m{r}c", 64, 0, 1, None, a.dask_shard_size, env=nanny,
+                                            tune=True))[0]
+        print(f"[{r}] rec --bank 64, {n} crops, --jobs 1: {plain:.1f} s; with the nanny's MALLOC_TRIM_THRESHOLD_=65536 "
+              f"{trim:.1f} s ({trim / plain:.2f}x); same + tune_worker_malloc {tuned:.1f} s ({tuned / plain:.2f}x); "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 class RoundTrip:
@@ -192,6 +210,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "occbench-bench-aligned")
     ap.add_argument("--dask", action="store_true")
+    ap.add_argument("--malloc", action="store_true", help="the Dask nanny's malloc setting, with and without the fix")
     ap.add_argument("--dask-shard-size", type=int, default=250)
     ap.add_argument("--skip", default="", help="comma list of rows to skip: rec,dataset")
     a = ap.parse_args(argv)
@@ -240,6 +259,8 @@ def main(argv=None) -> int:
                           f"{f_warm:.0f} img/s = {f_warm / p_warm:.3f}x", flush=True)
         if a.dask:
             dask_rows(src, tmp, n, a)
+        if a.malloc:
+            malloc_rows(src, tmp, n, a)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -92,7 +92,7 @@ def tune_worker_malloc() -> bool:
 
     Setting that variable also freezes glibc's mmap threshold at 128 KiB, so every array above it
     (sprite buffers, float layers) is a fresh mmap, zero-filled page by page and unmapped on free:
-    the synth engine then spends ~1.7x the CPU (measured: ``benchmarks/bench_shards.py --dask``).
+    the synth engine then spends ~1.7x the time (``benchmarks/bench_shards.py --n 2000 --malloc``).
     Here arrays up to 16 MiB come from the heap again, and the heap is trimmed above 64 MiB free.
     Called once per process by each shard task; a no-op (False) where libc has no ``mallopt``."""
     global _MALLOC_TUNED
