@@ -20,9 +20,15 @@ of masked faces, no identities), then writes:
     python examples/rwmfd_enrolment.py --sample 48 --sheet docs/rwmfd-alignments.png \
         --judged tests/rwmfd_judged_alignments.csv    # + how many alignments were judged right by eye
 
+``--keys 0002/0050.jpg,0002/0075.jpg`` (or a file of keys, one per line) runs only those images and puts
+every one that enrolled on the sheet; ``--sheet-only not-right`` (with ``--judged``) puts only the
+alignments not judged right on the sheet, ``--sheet-only unjudged`` only those no judged alignment
+matches (new ones, to judge by eye). ``--sample 0`` writes no sheet.
+
 ``--judged`` takes alignments judged by eye (``key, eye0_x_px, eye0_y_px, eye1_x_px, eye1_y_px,
-correct``, optionally ``judge``: who judged it): a found alignment matches a judged one when both eyes lie within 0.3 eye distances, and
-the summary counts, per method, the alignments judged right, wrong, or not judged.
+correct``, optionally ``judge``: who judged it): a found alignment matches a judged one when both eyes lie
+within 0.3 eye distances (where several rows match, the last one in the file wins: a re-judgement is a new
+row), and the summary counts, per method, the alignments judged right, wrong, or not judged.
 """
 from __future__ import annotations
 
@@ -84,9 +90,9 @@ def judge(rows: list[dict], judged_csv: Path) -> tuple[dict, dict]:
         c = out.setdefault(r["method"], {"correct": 0, "wrong": 0, "unjudged": []})
         if not hit:
             c["unjudged"].append(r["key"])
-        else:
-            c["correct" if hit[0] else "wrong"] += 1
-            verdict[r["key"]] = bool(hit[0])
+        else:  # the latest matching row wins: a re-judged alignment gets a new row below the old one
+            c["correct" if hit[-1] else "wrong"] += 1
+            verdict[r["key"]] = bool(hit[-1])
     return out, verdict
 
 
@@ -100,12 +106,26 @@ def main(argv=None) -> int:
     ap.add_argument("--no-fallback", action="store_true", help="face mesh only (the 0.2 behaviour)")
     ap.add_argument("--judged", type=Path, default=None,
                     help="CSV of alignments judged by eye: count the right / wrong ones per method")
+    ap.add_argument("--keys", default=None,
+                    help="only these images (comma-separated keys such as 0002/0050.jpg, or a file of keys one per "
+                         "line); the sheet then shows every one of them that enrolled")
+    ap.add_argument("--sheet-only", choices=("not-right", "unjudged"), default=None,
+                    help="the sheet shows only the enrolled images not judged right (needs --judged), or only "
+                         "those with no matching judged alignment (new alignments to judge by eye)")
     a = ap.parse_args(argv)
 
     from occbench.face.landmarks import create_landmarker, landmarks_to_row, write_landmarks_table
     from occbench.io.images import read_rgb
 
     files = sorted(p for p in a.src.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if a.sheet_only and not a.judged:
+        ap.error("--sheet-only needs --judged")
+    if a.keys:
+        wanted = _keys(a.keys)
+        files = [p for p in files if p.relative_to(a.src).as_posix() in wanted]
+        missing = sorted(wanted - {p.relative_to(a.src).as_posix() for p in files})
+        if missing:
+            ap.error(f"--keys: {len(missing)} key(s) not under {a.src}, e.g. {', '.join(missing[:3])}")
     if not files:
         print(f"no images under {a.src} (RWMFD is expected in ../shared/realdata/rwmfd-masked)", file=sys.stderr)
         return 1
@@ -153,16 +173,29 @@ def main(argv=None) -> int:
     n_det = min(len(det), a.sample - min(len(mesh), a.sample // 2))
     spread = lambda xs, k: [xs[int(i * len(xs) / k)] for i in range(k)] if k else []  # noqa: E731
     pick = spread(det, n_det) + spread(mesh, min(len(mesh), a.sample - n_det))
+    if a.keys or a.sheet_only:  # every image asked for (or every one of the kind asked for), in key order
+        pick = [f for f in found if a.sheet_only is None or (a.sheet_only == "not-right" and not verdict.get(f[0]))
+                or (a.sheet_only == "unjudged" and f[0] not in verdict)]
     label = {"mesh": "M", "mesh-crop": "C", "detection": "D", "pose": "P"}
     items = [(k.split("/")[-2] + "/" + k.split("/")[-1][:4] if "/" in k else k, img, five,
               ("x " if verdict.get(k) is False else "")  # judged wrong by eye
               + label.get(m, m) + (src.split("/")[-1][0] if m not in ("mesh", "pose") else ""))
              for k, img, five, m, src in pick]
     sheet = a.sheet or a.out / "alignments.png"
+    if not items:  # --sample 0, or nothing of the kind asked for: no sheet
+        print(f"wrote {a.out / 'landmarks.csv'}, {a.out / 'enrolment.json'} (no contact sheet: no image to show)")
+        return 0
     contact_sheet(items, a.cols, sheet)
     print(f"wrote {a.out / 'landmarks.csv'}, {a.out / 'enrolment.json'}, {sheet} "
           f"(M = mesh, C = mesh-crop, D = detection, P = pose; f/s/t/p = full / short / tiles / pose-crop pass)")
     return 0
+
+
+def _keys(spec: str) -> set[str]:
+    """--keys: comma-separated keys, or a file of keys one per line."""
+    p = Path(spec)
+    text = p.read_text() if p.is_file() else spec.replace(",", "\n")
+    return {k.strip() for k in text.splitlines() if k.strip()}
 
 
 if __name__ == "__main__":
