@@ -2,20 +2,28 @@
 
 Ratio = (extraction + occlusion scoring) / extraction, both from one ``run_eval`` of a model that
 declares mask / pattern outputs: ``timing["extraction_s"]`` (read, align, forward, for every image set)
-and ``timing["occlusion_s"]`` (ground truth in the model frame for every set + metrics + contact sheet),
-in wall seconds; and the same ratio in CPU seconds (``CpuClock``: process threads + DataLoader worker
+and ``timing["occlusion_s"]`` (ground truth in the model frame for every set + metrics), in wall seconds; and the same ratio in CPU seconds (``CpuClock``: process threads + DataLoader worker
 processes), which a shared machine's load does not move.
 Landmarks and the occluded sets are made once beforehand (a warm-up run that also extracts, so the
 first timed run does not carry the model's first-forward cost); every timed run starts with an empty
 embedding cache, so extraction, the truth and its cache are computed afresh.
 
-Besides, on the same masks in the same process, one thread: the truth alone per image with the current
-method (``set_truth``: one warp, exact uint8 block sums, one vectorised pattern match per set) and with
-occbench 0.3.0's (float block means, one pattern match per image); the values must be identical.
+``occlusion_s`` holds the truth of every set (decode, warp, block sums, pattern labels), the metrics and
+breakdowns, the truth-cache writes (and the contact-sheet crops, only gathered when plots are on: this
+benchmark runs without plots); drawing plots is not in it. Nothing of it runs during extraction, so the
+two buckets do not overlap and the ratio is (extraction + occlusion scoring) / extraction of one run.
+
+Besides, on the same masks in the same process, one thread: the truth alone per mask with the current
+method (``sets_truth``: the sets of an image together, one warp per image for up to 8 sets, counts by
+byte arithmetic), with 0.4.0's ``set_truth`` (one warp and one ``INTER_AREA`` per mask) and with occbench
+0.3.0's (float block means, one pattern match per image); every mask and pattern label must be identical
+across the three. ``--truth-cache`` adds that check and timing on the synth runs of another cache (e.g.
+a full LFW run's).
 
     python benchmarks/bench_occlusion_overhead.py                           # tiny model, lfw-occ, 300 pairs
     python benchmarks/bench_occlusion_overhead.py --runs 3 --limit 300 --workers 2
     OCCBENCH_TINY_MODEL=/tmp/tiny.pt python benchmarks/bench_occlusion_overhead.py --model examples-tiny-model
+    python benchmarks/bench_occlusion_overhead.py --runs 3 --truth-cache ~/.occbench_cache   # + its masks
 
 Prints one line per run and the range, with the load average (the ratio is a same-run ratio; the
 load still moves it).
@@ -77,27 +85,40 @@ def eval_once(args, cache: Path):
     return run_eval(cfg, progress=False)
 
 
-def truth_inputs(cache: Path):
-    """(alignments to arcface112, mask paths) of the occluded images of every synth run in the cache."""
+def truth_inputs(cache: Path) -> list[tuple[np.ndarray, list[str], list[list]]]:
+    """The occluded images of every synth run in the cache, one group per landmark table (one list of
+    keys): (alignments to arcface112 (N, 2, 3), set names, sources[j][i] = set j's mask path of key i
+    or None)."""
     import pandas as pd
 
     from occbench.face.geometry import ARCFACE_112, estimate_similarity
     from occbench.face.landmarks import COORD_COLUMNS
     from occbench.synth.manifest import read_manifest
 
-    ms, paths = [], []
+    groups = []
     for lm_file in sorted((cache / "runs").glob("*/*/landmarks.csv")):
         lms = pd.read_csv(lm_file)
         lms = lms[lms["status"] == "ok"].set_index("key")
+        index: dict[str, int] = {}
+        names, sets = [], []
         for run in sorted(p.parent for p in lm_file.parent.glob("*/manifest.csv")):
             man = read_manifest(run)
-            man = man[(man["status"] == "ok") & man["key"].isin(lms.index)]
-            fives = lms.loc[man["key"], list(COORD_COLUMNS)].to_numpy(float).reshape(-1, 5, 2)
-            ms += [estimate_similarity(f, ARCFACE_112) for f in fives]
-            paths += [str(run / p) for p in man["mask"]]
-    if not paths:
+            man = man[(man["status"] == "ok") & man["key"].isin(lms.index) & (man["mask"].astype(str) != "")]
+            for variant, rows in man.groupby("variant", sort=True):
+                col = {}
+                for key, mask in zip(rows["key"], rows["mask"]):
+                    col[index.setdefault(key, len(index))] = str(run / mask)
+                names.append(f"{run.name}/{variant}")
+                sets.append(col)
+        if not index:
+            continue
+        keys = list(index)
+        fives = lms.loc[keys, list(COORD_COLUMNS)].to_numpy(float).reshape(-1, 5, 2)
+        ms = np.array([estimate_similarity(f, ARCFACE_112) for f in fives])
+        groups.append((ms, names, [[col.get(i) for i in range(len(keys))] for col in sets]))
+    if not groups:
         raise SystemExit(f"no occluded images under {cache}/runs")
-    return np.array(ms), paths
+    return groups
 
 
 def previous_truth(mask, m, crop_hw, grid_hw, k, tau=0.5):
@@ -117,26 +138,58 @@ def previous_truth(mask, m, crop_hw, grid_hw, k, tau=0.5):
     return grid_frac >= tau, match_pattern(crop_frac >= 0.5, k)
 
 
-def truth_alone(ms, paths, k: int = 5, grid=(14, 14), crop=(112, 112)) -> tuple[float, float]:
-    """CPU ms per image (process time: the load does not inflate it), one thread each: ``set_truth``
-    (current) and 0.3.0's per-image method, on the same masks (PNG decode included in both); the two
-    must agree exactly."""
+def truth_04(ms, sources, crop_hw, grid_hw, k):
+    """occbench 0.4.0's set_truth, one thread: per mask ``cv2.imdecode``, one warp of that mask alone and
+    ``INTER_AREA`` block sums (``truth_cells``), then the set's labels at once. -> per set (masks, labels)."""
     import cv2
 
-    from occbench.bench.occlusion import _read_mask, set_truth
+    from occbench.bench.occlusion_truth import labels_from_cell_counts, truth_cells
+
+    out = []
+    for srcs in sources:
+        masks, cells = {}, {}
+        for i, src in enumerate(srcs):
+            if src is not None:
+                with open(src, "rb") as fh:
+                    mk = cv2.imdecode(np.frombuffer(fh.read(), np.uint8), cv2.IMREAD_GRAYSCALE)
+                masks[i], cells[i] = truth_cells(mk, ms[i], crop_hw, grid_hw, k)
+        labels = labels_from_cell_counts(np.array([cells[i] for i in cells]), k, crop_hw) if cells else []
+        out.append((masks, dict(zip(cells, labels))))
+    return out
+
+
+def truth_alone(groups, k: int = 5, grid=(14, 14), crop=(112, 112), threads: int = 1) -> dict:
+    """CPU ms per occluded mask (process time, one thread each, file read and decode included) of the
+    truth of every set of every group: ``sets_truth`` (all sets of the group together: one warp per image
+    for up to 8 sets), 0.4.0's ``set_truth`` (one warp per mask) and 0.3.0's per-image method, on the same
+    masks. Every mask and pattern label must be identical across the three."""
+    import cv2
+
+    from occbench.bench.occlusion import _read_mask, sets_truth
 
     cv2.setNumThreads(1)
-
-    t0 = time.process_time()
-    cur = set_truth(ms, paths, crop, grid, k, threads=1)
-    t_cur = time.process_time() - t0
-    t0 = time.process_time()
-    prev = [previous_truth(_read_mask(p), ms[i], crop, grid, k) for i, p in enumerate(paths)]
-    t_prev = time.process_time() - t0
-    for i, (tm, label) in enumerate(prev):
-        if not (np.array_equal(tm, cur.mask[i]) and label == cur.pattern[i]):
-            raise SystemExit(f"truth differs from 0.3.0's on {paths[i]}")
-    return 1e3 * t_cur / len(paths), 1e3 * t_prev / len(paths)
+    n = sum(src is not None for _, _, sources in groups for srcs in sources for src in srcs)
+    t = {"sets_truth": 0.0, "0.4.0": 0.0, "0.3.0": 0.0}
+    for ms, names, sources in groups:
+        t0 = time.process_time()
+        cur = sets_truth(ms, sources, crop, grid, k, threads=threads)
+        t["sets_truth"] += time.process_time() - t0
+        t0 = time.process_time()
+        v04 = truth_04(ms, sources, crop, grid, k)
+        t["0.4.0"] += time.process_time() - t0
+        t0 = time.process_time()
+        v03 = [{i: previous_truth(_read_mask(src), ms[i], crop, grid, k) for i, src in enumerate(srcs) if src is not None}
+               for srcs in sources]
+        t["0.3.0"] += time.process_time() - t0
+        for j, srcs in enumerate(sources):
+            for i, src in enumerate(srcs):
+                if src is None:
+                    continue
+                tm, label = v03[j][i]
+                if not (cur[j].known[i] and np.array_equal(tm, cur[j].mask[i]) and label == cur[j].pattern[i]
+                        and np.array_equal(tm, v04[j][0][i]) and label == v04[j][1][i]):
+                    raise SystemExit(f"truth differs between methods on {src} ({names[j]})")
+    return {"n_masks": n, **{name: 1e3 * v / n for name, v in t.items()}}
 
 
 def main(argv=None) -> int:
@@ -150,6 +203,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", type=Path, default=Path("/tmp/occbench-bench-occlusion"))
+    ap.add_argument("--truth-cache", type=Path, action="append", default=[],
+                    help="another occbench cache whose synth runs' masks to check and time the truth on (repeatable)")
     args = ap.parse_args(argv)
     if not args.data_root.is_dir():
         raise SystemExit(f"LFW not found at {args.data_root} (--data-root)")
@@ -171,12 +226,14 @@ def main(argv=None) -> int:
         print(f"run {i + 1}: wall: extraction {t['extraction_s']:.2f} s, occlusion scoring {t.get('occlusion_s', 0.0):.2f} s, "
               f"ratio {ratio:.3f}; CPU: extraction {clock.cpu['extraction']:.2f} s, occlusion scoring "
               f"{clock.cpu['occlusion']:.2f} s, ratio {cpu_ratio:.3f}  (load average {load:.1f})", flush=True)
-    ms, paths = truth_inputs(cache)
-    cur, ref = truth_alone(ms, paths)
     print(f"ratio (extraction + occlusion scoring) / extraction over {args.runs} runs: wall {min(rows):.3f}-"
           f"{max(rows):.3f}, CPU {min(cpu_rows):.3f}-{max(cpu_rows):.3f}")
-    print(f"truth alone, CPU time, one thread, {len(paths)} occluded masks: {cur:.3f} ms/image (set_truth) vs {ref:.3f} "
-          f"ms/image (0.3.0's method, identical values); load average {os.getloadavg()[0]:.1f}")
+    for name, tc in [("this run's", cache)] + [(str(p), p) for p in args.truth_cache]:
+        r = truth_alone(truth_inputs(tc))
+        print(f"truth alone ({name} masks), CPU time, one thread, {r['n_masks']} occluded masks, identical values "
+              f"(masks and patterns) from all three: {r['sets_truth']:.3f} ms/mask (sets_truth) vs {r['0.4.0']:.3f} "
+              f"(0.4.0's set_truth) vs {r['0.3.0']:.3f} (0.3.0's method); load average {os.getloadavg()[0]:.1f}",
+              flush=True)
     return 0
 
 

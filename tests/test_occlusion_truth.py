@@ -210,3 +210,105 @@ def test_set_truth_equals_the_reference_per_image(tmp_path):
         assert t.known[12] and t.pattern[12] == 0 and not t.mask[12].any()  # clean
         assert not t.known[13] and "not a decodable mask" in t.reasons[13]  # unreadable: counted, no truth
         assert not t.known[14] and t.pattern[14] == -1  # no alignment
+
+
+# --------------------------------------------------------------- several sets of one image, one warp
+
+
+@pytest.mark.parametrize("crop_hw,grid_hw", [((112, 112), (14, 14)), ((112, 96), (14, 12)), ((112, 96), (7, 6)),
+                                             ((112, 112), (56, 28)), ((112, 112), (112, 112)), ((112, 112), (16, 16)),
+                                             ((112, 112), (10, 9))])
+def test_truth_cells_multi_bit_identical_to_truth_cells(crop_hw, grid_hw):
+    """Masks of several sets of one image, packed one bit each into one warp (up to 8 per warp, so
+    11 masks take two), equal ``truth_cells`` mask by mask: grey levels around 128, bool and 3-channel
+    masks, a clean (all-zero) mask among occluded ones, a mask of another size, and None."""
+    from occbench.bench.occlusion_truth import truth_cells, truth_cells_multi
+
+    for seed in range(8):
+        base, m = _random_case(200 + seed)
+        h, w = base.shape
+        masks = [_random_case(300 + 11 * seed + j)[0] for j in range(11)]
+        masks = [np.ascontiguousarray(np.resize(mk, (h, w))) for mk in masks]  # the image's size
+        masks[1] = np.zeros((h, w), np.uint8)
+        masks[2] = masks[2] >= 128
+        masks[3] = np.dstack([masks[3]] * 3)
+        masks += [None, _random_case(400 + seed)[0], base]
+        for tau in (0.0, 0.3, 0.5, 1.0):
+            got = truth_cells_multi(masks, m, crop_hw, grid_hw, 5, tau)
+            for j, mk in enumerate(masks):
+                tm, cells = truth_cells(mk, m, crop_hw, grid_hw, 5, tau)
+                np.testing.assert_array_equal(got[j][0], tm, err_msg=f"seed {seed} mask {j}")
+                np.testing.assert_array_equal(got[j][1], cells, err_msg=f"seed {seed} mask {j}")
+        assert all(c is None for _, c in truth_cells_multi(masks[:3], m, crop_hw, grid_hw, None))
+    far = np.array([[1.0, 0.0, 500.0], [0.0, 1.0, 500.0]])  # every occluded pixel lands off the crop
+    for (tm, cells), mk in zip(truth_cells_multi(masks[:4], far, crop_hw, grid_hw, 5), masks[:4]):
+        np.testing.assert_array_equal(tm, truth_cells(mk, far, crop_hw, grid_hw, 5)[0])
+        np.testing.assert_array_equal(cells, truth_cells(mk, far, crop_hw, grid_hw, 5)[1])
+
+
+def test_bit_counts_count_each_bit_of_the_4x4_samples():
+    from occbench.bench.occlusion_truth import _bit_counts
+
+    rng = np.random.default_rng(3)
+    for p in (0.0, 0.03, 0.5, 1.0):
+        planes = (rng.random((8, 64, 96)) < p).astype(np.uint8)
+        canvas = np.zeros((64, 96), np.uint8)
+        for t in range(8):
+            canvas |= planes[t] << t
+        quads = canvas.view(np.uint32).reshape(16, 4, 24)
+        for n in (1, 3, 8):
+            np.testing.assert_array_equal(_bit_counts(quads, n), planes[:n].reshape(n, 16, 4, 24, 4).sum((2, 4)))
+
+
+def test_sets_truth_equals_set_truth_per_set(tmp_path):
+    """Three sets over the same images, computed together, equal each set computed alone; a missing or
+    unreadable mask in one set leaves the others' truth of that image intact."""
+    import cv2
+
+    from occbench.bench.occlusion import set_truth, sets_truth
+
+    ms, sources = [], [[], [], []]
+    for i in range(10):
+        _, m = _random_case(500 + i)
+        ms.append(m)
+        for j in range(3):
+            p = tmp_path / f"{j}-{i}.png"
+            cv2.imwrite(str(p), _random_case(600 + 10 * j + i)[0][:40, :50])
+            sources[j].append(str(p))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    sources[0][3], sources[1][3], sources[2][5] = str(tmp_path / "bad.png"), "clean", None
+    ms = np.array(ms)
+    for threads in (1, 2):
+        together = sets_truth(ms, sources, (112, 112), (14, 14), 5, threads=threads)
+        for j in range(3):
+            alone = set_truth(ms, sources[j], (112, 112), (14, 14), 5, threads=1)
+            np.testing.assert_array_equal(together[j].mask, alone.mask)
+            np.testing.assert_array_equal(together[j].pattern, alone.pattern)
+            np.testing.assert_array_equal(together[j].known, alone.known)
+            assert together[j].reasons == alone.reasons
+    assert not together[0].known[3] and together[1].known[3] and together[2].known[3]
+    assert not together[2].known[5] and together[0].known[5]
+
+
+def test_plain_grey_png_reads_synth_masks_and_leaves_other_pngs_to_cv2():
+    import cv2
+
+    from occbench.bench.occlusion import _plain_grey_png
+    from occbench.synth.pipeline import encode_mask_png
+
+    for seed in range(6):
+        mask = _random_case(700 + seed)[0]
+        data = encode_mask_png(mask)
+        np.testing.assert_array_equal(_plain_grey_png(data), mask)
+        np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE), mask)
+        # a flipped byte in the pixel data (CRC), a truncated file: not read here
+        bad = bytearray(data)
+        bad[45] ^= 1
+        assert _plain_grey_png(bytes(bad)) is None
+        assert _plain_grey_png(data[:-20]) is None
+    # written by cv2 (filtered rows, other layout): not read here, or read identically
+    mask = _random_case(800)[0]
+    ok, buf = cv2.imencode(".png", mask)
+    got = _plain_grey_png(buf.tobytes())
+    assert got is None or np.array_equal(got, mask)
+    assert _plain_grey_png(cv2.imencode(".png", np.dstack([mask] * 3))[1].tobytes()) is None  # colour

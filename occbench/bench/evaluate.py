@@ -300,7 +300,8 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
             bar.stage("occlusion estimates")
             head = next((set_name(v) for v in occluded_specs if v.group == "headline"), None)
             occl_run = occl.score_sets(recognizer, emb_sets, sets, set_specs, al.ms, keys, pkeys,
-                                       (protocol.occlusion or {}).get("k"), headline_set=head, cache=cache)
+                                       (protocol.occlusion or {}).get("k"), headline_set=head, cache=cache,
+                                       sheet=cfg.plots)
             timer.add("occlusion_s", t0)
 
         # 4. scores and metrics
