@@ -17,9 +17,9 @@ into --cache. Rows (each the best of --repeat runs unless stated):
   fresh interpreter (cold bank and imports, cluster start included), for ``--bank 0`` (the default: a new
   look per image) and ``--bank 64`` (the bank's sprites are drawn once per run and shared by the workers
   through ``OUT/.synth/sprites``); then the same against an existing 2-worker cluster (``--dask
-  tcp://...``, the issue's first use: a LocalCluster started by this script, its workers restarted before
-  each run so that nothing drawn before is kept; cluster start not included). Every run writes to a
-  new OUT.
+  tcp://...``, the issue's first use: a new LocalCluster started by this script before each run, so nothing
+  drawn before is kept, and closed after it, so that no idle cluster shares the CPU with the ``--jobs 1``
+  runs; cluster start not included). Every run writes to a new OUT.
 """
 from __future__ import annotations
 
@@ -182,7 +182,8 @@ def dask_rows(src: Path, tmp: Path, n: int, a) -> None:
     def run(bank: int, seed: int, dask: str | None) -> float:
         return timed(lambda: fresh_process(src, tmp / f"run{next(runs)}", bank, seed, 1, dask, a.dask_shard_size))[0]
 
-    for bank in (0, 64):
+    rows = set(a.dask_rows.split(","))
+    for bank in (0, 64) if "local" in rows else ():
         for r in range(a.repeat):  # --bank 0: a new seed per repeat (nothing drawn before can help)
             seed = 1000 + r if bank == 0 else 0
             w1, wd = run(bank, seed, None), run(bank, seed, "local:2")
@@ -191,16 +192,21 @@ def dask_rows(src: Path, tmp: Path, n: int, a) -> None:
                   f"{os.getloadavg()[0]:.1f}", flush=True)
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=40) as cluster, Client(cluster) as client:
-        for bank in (0, 64):
-            for r in range(a.repeat):
-                seed = 2000 + r if bank == 0 else 0
-                w1 = run(bank, seed, None)
-                client.restart()  # fresh worker processes: no sprite drawn by an earlier run
+    from occbench.distributed import _restore_environ
+
+    for bank in (0, 64) if "existing" in rows else ():
+        for r in range(a.repeat):
+            seed = 2000 + r if bank == 0 else 0
+            w1 = run(bank, seed, None)  # no cluster alive meanwhile
+            environ = dict(os.environ)
+            with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                              silence_logs=40) as cluster, Client(cluster) as client:
+                client.wait_for_workers(2)  # started, not timed: the cluster exists before the run
+                _restore_environ(environ)  # what its nannies left in os.environ must not reach the runs
                 wd = run(bank, seed, cluster.scheduler_address)
-                print(f"[{r}] rec --bank {bank}: --jobs 1 {n / w1:.0f} img/s, existing 2-worker cluster "
-                      f"{n / wd:.0f} img/s = {w1 / wd:.3f}x; load {os.getloadavg()[0]:.1f}", flush=True)
+            _restore_environ(environ)
+            print(f"[{r}] rec --bank {bank}: --jobs 1 {n / w1:.0f} img/s, existing 2-worker cluster "
+                  f"{n / wd:.0f} img/s = {w1 / wd:.3f}x; load {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -210,6 +216,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "occbench-bench-aligned")
     ap.add_argument("--dask", action="store_true")
+    ap.add_argument("--dask-rows", default="local,existing", help="with --dask: local (local:2, cluster start "
+                    "included) and/or existing (a cluster started before the run)")
     ap.add_argument("--malloc", action="store_true", help="the Dask nanny's malloc setting, with and without the fix")
     ap.add_argument("--dask-shard-size", type=int, default=250)
     ap.add_argument("--skip", default="", help="comma list of rows to skip: rec,dataset")

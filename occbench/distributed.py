@@ -136,7 +136,9 @@ def run_on_dask(spec: str | DaskTarget, fn: Callable, shared, tasks: list, *, re
         return []
     from distributed import as_completed
 
+    environ = dict(os.environ)
     client, cluster = _client(target)
+    _restore_environ(environ)  # the workers are up: they have what the nanny put in our environment
     try:
         if on_client is not None:
             on_client(client)
@@ -166,3 +168,16 @@ def run_on_dask(spec: str | DaskTarget, fn: Callable, shared, tasks: list, *, re
         client.close()
         if cluster is not None:
             cluster.close()
+        _restore_environ(environ)  # a nanny that restarted a worker set them again
+
+
+def _restore_environ(saved: dict) -> None:
+    """Undo what starting a LocalCluster leaves in ``os.environ``: its nannies set the variables their
+    workers should inherit (``MALLOC_TRIM_THRESHOLD_``, ``OMP_NUM_THREADS=1``, ``PYTHONHASHSEED`` ...)
+    in this process and keep them, so every later child of the caller (a ``--jobs 1`` run, DataLoader or
+    joblib workers) would inherit them: one thread for torch's ops, and ~1.5x slower synth."""
+    for k in [k for k in os.environ if k not in saved]:
+        del os.environ[k]
+    for k, v in saved.items():
+        if os.environ.get(k) != v:
+            os.environ[k] = v

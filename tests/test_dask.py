@@ -73,3 +73,17 @@ def test_dask_local_cluster_with_a_killed_worker_is_byte_identical(tmp_path, mon
     assert killed, "no worker was killed: the test did not exercise a retry"
     assert s.processed == 32
     assert output_files(tmp_path / "dask") == output_files(tmp_path / "one")
+
+
+def test_a_local_cluster_leaves_the_callers_environment_as_it_was():
+    """distributed's nannies put MALLOC_TRIM_THRESHOLD_, OMP_NUM_THREADS=1, PYTHONHASHSEED ... into the
+    parent's os.environ and keep them: every later child (a --jobs 1 run, DataLoader workers) inherited them."""
+    import operator
+    import os
+
+    pytest.importorskip("distributed")
+    from occbench.distributed import run_on_dask
+
+    before = dict(os.environ)
+    assert run_on_dask("local:1", operator.add, 10, [1, 2]) == [11, 12]
+    assert dict(os.environ) == before
