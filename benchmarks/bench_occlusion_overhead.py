@@ -1,17 +1,22 @@
-"""Occlusion-scoring overhead, measured in the same eval run (issue 10 target: <= 1.1x).
+"""Occlusion-scoring overhead, measured in the same benchmark run (issue 10 target: <= 1.1x).
 
-Ratio = (extraction + occlusion scoring) / extraction, both from one ``run_eval`` of a model that
-declares mask / pattern outputs: ``timing["extraction_s"]`` (read, align, forward, for every image set)
-and ``timing["occlusion_s"]`` (ground truth in the model frame for every set + metrics), in wall seconds; and the same ratio in CPU seconds (``CpuClock``: process threads + DataLoader worker
-processes), which a shared machine's load does not move.
+Headline: the wall time (and the CPU time) of the eval phase that embeds every image set and scores the
+occlusion estimates (from the first ``embed_set`` call to the end of ``score_sets``), divided by the
+same phase of a run of the same model with occlusion scoring switched off (``occlusion._SCORING =
+False``: the model runs as one without occlusion outputs: no mask / pattern collection, no prediction
+cache, no truth, no occlusion metrics; the phase ends with the last ``embed_set``). Runs with and
+without scoring alternate (on/off, then off/on, ...), ``--runs`` of each; each pair gives one ratio.
+CPU: this process's threads + reaped child processes (the
+DataLoader workers), inside the phase.
+
+Also printed, labelled "per-phase": ``(timing["extraction_s"] + timing["occlusion_s"]) /
+timing["extraction_s"]`` of the scoring runs (and the same in CPU of the two wrapped functions,
+``embed_set`` and ``score_sets``). It is lower than the headline: collecting the model's mask and
+pattern outputs and caching the predictions happen inside ``extraction_s``.
+
 Landmarks and the occluded sets are made once beforehand (a warm-up run that also extracts, so the
 first timed run does not carry the model's first-forward cost); every timed run starts with an empty
 embedding cache, so extraction, the truth and its cache are computed afresh.
-
-``occlusion_s`` holds the truth of every set (decode, warp, block sums, pattern labels), the metrics and
-breakdowns, the truth-cache writes (and the contact-sheet crops, only gathered when plots are on: this
-benchmark runs without plots); drawing plots is not in it. Nothing of it runs during extraction, so the
-two buckets do not overlap and the ratio is (extraction + occlusion scoring) / extraction of one run.
 
 Besides, on the same masks in the same process, one thread: the truth alone per mask with the current
 method (``sets_truth``: the sets of an image together, one warp per image for up to 8 sets, counts by
@@ -25,14 +30,15 @@ a full LFW run's).
     OCCBENCH_TINY_MODEL=/tmp/tiny.pt python benchmarks/bench_occlusion_overhead.py --model examples-tiny-model
     python benchmarks/bench_occlusion_overhead.py --runs 3 --truth-cache ~/.occbench_cache   # + its masks
 
-Prints one line per run and the range, with the load average (the ratio is a same-run ratio; the
-load still moves it).
+Prints one line per run and the ranges, with the load average (the ratios are same-run ratios; the
+load still moves them).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 
@@ -42,47 +48,59 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "realdata" / "lfw-guesswho"
 
 
-class CpuClock:
-    """CPU seconds (this process's threads + reaped child processes, i.e. the DataLoader workers) spent
-    inside the wrapped engine functions: extraction (``embed_set``) and occlusion scoring
-    (``score_sets``). On a shared machine the wall ratio moves with the load; the CPU ratio does not."""
+class PhaseClock:
+    """Wall and CPU seconds (this process's threads + reaped child processes, i.e. the DataLoader
+    workers) of the phase from the first ``embed_set`` call to the last exit of ``embed_set`` /
+    ``score_sets``, and the CPU inside each of the two (per-phase)."""
 
     def __init__(self):
         import occbench.bench.embed as E
         import occbench.bench.occlusion as O
 
-        self.cpu = {"extraction": 0.0, "occlusion": 0.0}
+        self.reset()
         E.embed_set = self._wrap(E.embed_set, "extraction")
         O.score_sets = self._wrap(O.score_sets, "occlusion")
 
     @staticmethod
-    def now() -> float:
+    def now() -> tuple[float, float]:
         import resource
 
         a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+        return time.perf_counter(), a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
     def _wrap(self, fn, name):
         def timed(*args, **kwargs):
             t0 = self.now()
+            self.start = self.start or t0
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.cpu[name] += self.now() - t0
+                self.end = self.now()
+                self.cpu[name] += self.end[1] - t0[1]
         return timed
 
     def reset(self) -> None:
-        self.cpu = dict.fromkeys(self.cpu, 0.0)
+        self.cpu = {"extraction": 0.0, "occlusion": 0.0}
+        self.start = self.end = None
+
+    def phase(self) -> tuple[float, float]:
+        """(wall, CPU) seconds of the phase."""
+        return self.end[0] - self.start[0], self.end[1] - self.start[1]
 
 
-def eval_once(args, cache: Path):
+def eval_once(args, cache: Path, scoring: bool = True):
+    import occbench.bench.occlusion as O
     from occbench.bench.config import EvalConfig
     from occbench.bench.evaluate import run_eval
 
     cfg = EvalConfig(model=args.model, protocol=args.protocol, data_root=str(args.data_root), out=None,
                      cache_dir=str(cache), limit=args.limit, workers=args.workers, plots=False,
                      batch_size=args.batch_size, variants=tuple(args.variants.split(",")) if args.variants else None)
-    return run_eval(cfg, progress=False)
+    O._SCORING = scoring
+    try:
+        return run_eval(cfg, progress=False)
+    finally:
+        O._SCORING = True
 
 
 def truth_inputs(cache: Path) -> list[tuple[np.ndarray, list[str], list[list]]]:
@@ -201,33 +219,56 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=300, help="pairs")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=3, help="runs with occlusion scoring, and as many without")
     ap.add_argument("--work", type=Path, default=Path("/tmp/occbench-bench-occlusion"))
     ap.add_argument("--truth-cache", type=Path, action="append", default=[],
                     help="another occbench cache whose synth runs' masks to check and time the truth on (repeatable)")
+    ap.add_argument("--no-truth-alone", action="store_true", help="skip the truth-alone timing and check")
     args = ap.parse_args(argv)
     if not args.data_root.is_dir():
         raise SystemExit(f"LFW not found at {args.data_root} (--data-root)")
     cache = args.work / "cache"
     shutil.rmtree(cache / "embeddings", ignore_errors=True)  # the warm-up extracts too (model load, first forward)
     eval_once(args, cache)  # warm-up: landmarks, occluded sets, model
-    clock = CpuClock()
-    rows, cpu_rows = [], []
-    for i in range(args.runs):
-        shutil.rmtree(cache / "embeddings", ignore_errors=True)
-        clock.reset()
-        res = eval_once(args, cache)
-        t = res.timing
-        ratio = (t["extraction_s"] + t.get("occlusion_s", 0.0)) / t["extraction_s"]
-        cpu_ratio = (clock.cpu["extraction"] + clock.cpu["occlusion"]) / clock.cpu["extraction"]
-        load = os.getloadavg()[0]
-        rows.append(ratio)
-        cpu_rows.append(cpu_ratio)
-        print(f"run {i + 1}: wall: extraction {t['extraction_s']:.2f} s, occlusion scoring {t.get('occlusion_s', 0.0):.2f} s, "
-              f"ratio {ratio:.3f}; CPU: extraction {clock.cpu['extraction']:.2f} s, occlusion scoring "
-              f"{clock.cpu['occlusion']:.2f} s, ratio {cpu_ratio:.3f}  (load average {load:.1f})", flush=True)
-    print(f"ratio (extraction + occlusion scoring) / extraction over {args.runs} runs: wall {min(rows):.3f}-"
-          f"{max(rows):.3f}, CPU {min(cpu_rows):.3f}-{max(cpu_rows):.3f}")
+    clock = PhaseClock()
+    pairs, per_phase, loads = [], [], []
+    for i in range(max(args.runs, 1)):
+        pair = {}
+        for scoring in ((True, False) if i % 2 == 0 else (False, True)):
+            shutil.rmtree(cache / "embeddings", ignore_errors=True)
+            clock.reset()
+            res = eval_once(args, cache, scoring)
+            pair[scoring] = wall, cpu = clock.phase()
+            loads.append(os.getloadavg()[0])
+            t = res.timing
+            estimates = [v.blocks["occlusion"]["estimate"] for v in res.variants.values()
+                         if "estimate" in (v.blocks.get("occlusion") or {})]
+            if bool(estimates) != scoring or ("occlusion_s" in t) != scoring:
+                raise SystemExit(f"occlusion scoring was {'off' if scoring else 'on'} in a run meant to have it "
+                                 f"{'on' if scoring else 'off'}")
+            line = (f"run {i + 1} scoring {'on ' if scoring else 'off'}: phase wall {wall:.2f} s, CPU {cpu:.2f} s "
+                    f"(extraction_s {t['extraction_s']:.2f}")
+            if scoring:
+                per_phase.append(((t["extraction_s"] + t["occlusion_s"]) / t["extraction_s"],
+                                  (clock.cpu["extraction"] + clock.cpu["occlusion"]) / clock.cpu["extraction"]))
+                line += (f", occlusion_s {t['occlusion_s']:.2f}; per-phase ratio: wall {per_phase[-1][0]:.3f}, "
+                         f"CPU {per_phase[-1][1]:.3f}")
+            print(f"{line})  load average {loads[-1]:.1f}", flush=True)
+        pairs.append((pair[True][0] / pair[False][0], pair[True][1] / pair[False][1]))
+        print(f"  pair {i + 1}: with / without occlusion scoring: wall {pairs[-1][0]:.3f}, CPU {pairs[-1][1]:.3f}",
+              flush=True)
+
+    def spread(vals):
+        return f"{min(vals):.3f}-{max(vals):.3f} (median {statistics.median(vals):.3f})"
+
+    print(f"OVERHEAD of occlusion scoring (phase embed + score, with / without scoring; {len(pairs)} pairs, "
+          f"alternating): wall {spread([p[0] for p in pairs])}, CPU {spread([p[1] for p in pairs])}; "
+          f"load average {min(loads):.1f}-{max(loads):.1f}", flush=True)
+    print(f"per-phase ratio (extraction_s + occlusion_s) / extraction_s of the scoring runs (lower than the overhead: "
+          f"collecting the mask / pattern outputs is inside extraction_s): wall {spread([p[0] for p in per_phase])}, "
+          f"CPU {spread([p[1] for p in per_phase])}", flush=True)
+    if args.no_truth_alone:
+        return 0
     for name, tc in [("this run's", cache)] + [(str(p), p) for p in args.truth_cache]:
         r = truth_alone(truth_inputs(tc))
         print(f"truth alone ({name} masks), CPU time, one thread, {r['n_masks']} occluded masks, identical values "
