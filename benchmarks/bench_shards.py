@@ -122,26 +122,6 @@ def malloc_rows(src: Path, tmp: Path, n: int, a) -> None:
               f"load {os.getloadavg()[0]:.1f}", flush=True)
 
 
-class RoundTrip:
-    """The dataset floor: decode, re-encode as synth writes it (JPEG, same quality), decode again, the
-    round trip that giving exactly synth's pixels needs for a JPEG source, and no occlusion at all."""
-
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __len__(self):
-        return len(self.ds)
-
-    def __getitem__(self, i):
-        import numpy as np
-        import torch
-
-        from occbench.io.images import decode_rgb, encode
-
-        img = decode_rgb(encode(decode_rgb(self.ds._source.read_bytes(self.ds.keys[i])), "jpg", jpeg_quality=95))
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.ds.labels[i]
-
-
 class Plain:
     """The baseline dataset: decode the source image, same tensor layout and label as OccludedDataset."""
 
@@ -151,14 +131,27 @@ class Plain:
     def __len__(self):
         return len(self.ds)
 
+    def pixels(self, data: bytes):
+        from occbench.io.images import decode_rgb
+
+        return decode_rgb(data)
+
     def __getitem__(self, i):
         import numpy as np
         import torch
 
-        from occbench.io.images import decode_rgb
-
-        img = decode_rgb(self.ds._source.read_bytes(self.ds.keys[i]))
+        img = self.pixels(self.ds._source.read_bytes(self.ds.keys[i]))
         return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.ds.labels[i]
+
+
+class RoundTrip(Plain):
+    """The dataset floor: decode, re-encode as synth writes it (JPEG, same quality), decode again, the
+    round trip that giving exactly synth's pixels needs for a JPEG source, and no occlusion at all."""
+
+    def pixels(self, data: bytes):
+        from occbench.io.images import decode_rgb, encode
+
+        return decode_rgb(encode(decode_rgb(data), "jpg", jpeg_quality=95))
 
 
 def loader_rate(ds, workers: int) -> tuple[float, float]:

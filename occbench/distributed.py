@@ -137,8 +137,10 @@ def run_on_dask(spec: str | DaskTarget, fn: Callable, shared, tasks: list, *, re
     from distributed import as_completed
 
     environ = dict(os.environ)
-    client, cluster = _client(target)
-    _restore_environ(environ)  # the workers are up: they have what the nanny put in our environment
+    try:
+        client, cluster = _client(target)
+    finally:  # the workers are up (or failed to start): they have what the nannies put in our environment
+        _restore_environ(environ)
     try:
         if on_client is not None:
             on_client(client)
