@@ -185,6 +185,8 @@ def parse_arch_opts(items) -> dict:
     (values read as YAML scalars)."""
     import yaml
 
+    from ..io import yamlio
+
     out: dict = {}
     for it in items or ():
         key, sep, val = str(it).partition("=")
@@ -192,7 +194,7 @@ def parse_arch_opts(items) -> dict:
         if not sep or not key.isidentifier():
             raise ConfigError(f"arch option {it!r} must be KEY=VALUE with KEY a Python identifier")
         try:
-            v = yaml.safe_load(val) if val.strip() else ""
+            v = yamlio.safe_load(val) if val.strip() else ""
         except yaml.YAMLError:
             v = val
         if isinstance(v, (dict, list)) or v is None and val.strip():

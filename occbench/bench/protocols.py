@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, DataNotFoundError
+from ..io import yamlio
 from ..paths import resource_dir, safe_join
 
 KINDS = ("verification", "identification", "all-to-all", "attributes")
@@ -335,7 +336,7 @@ def protocols_dir() -> Path:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yamlio.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"protocol file {path} is not valid YAML: {e}") from None
     except UnicodeDecodeError:

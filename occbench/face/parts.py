@@ -117,10 +117,12 @@ def load_parts(path: str | Path | None = None) -> PartSet:
 def _read_parts(path: Path) -> PartSet:
     import yaml
 
+    from ..io import yamlio
+
     if not path.is_file():
         raise DataNotFoundError(f"parts file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yamlio.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"parts file {path} is not valid YAML: {e}") from None
     return _check_parts(data, str(path))

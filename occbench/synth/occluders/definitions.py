@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from ...errors import ConfigError
+from ...io import yamlio
 from ...registry import Registry
 from .base import FAMILIES, Occluder
 
@@ -113,7 +114,7 @@ def load_frozen_looks(folder: Path) -> list[str]:
 def read_yaml(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+            doc = yamlio.safe_load(fh)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(doc, dict) or "occluders" not in doc:
