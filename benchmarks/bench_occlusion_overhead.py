@@ -29,6 +29,8 @@ a full LFW run's).
     python benchmarks/bench_occlusion_overhead.py --runs 3 --limit 300 --workers 2
     OCCBENCH_TINY_MODEL=/tmp/tiny.pt python benchmarks/bench_occlusion_overhead.py --model examples-tiny-model
     python benchmarks/bench_occlusion_overhead.py --runs 3 --truth-cache ~/.occbench_cache   # + its masks
+    python benchmarks/bench_occlusion_overhead.py --model from_sized_model:from_sized --limit 40 --no-truth-alone
+        # a FROM-sized model (benchmarks/from_sized_model.py: IResNet-50 trunk + mask and pattern heads)
 
 Prints one line per run and the ranges, with the load average (the ratios are same-run ratios; the
 load still moves them).
