@@ -3,6 +3,7 @@
     python benchmarks/bench_shards.py --n 600                     # rec rows + dataset rows
     python benchmarks/bench_shards.py --n 2000 --dask             # + --dask local:2 vs --jobs 1
     python benchmarks/bench_shards.py --n 2000 --malloc --skip rec,dataset   # the Dask nanny's malloc setting
+    python benchmarks/bench_shards.py --n 2000 --dask --dask-rows local,jobs2 --skip rec,dataset  # + --jobs 2
 
 Aligned 112x112 crops of real LFW faces are built once (as bench_synth.py: MediaPipe + align, JPEG q95)
 into --cache. Rows (each the best of --repeat runs unless stated):
@@ -172,17 +173,20 @@ def dask_rows(src: Path, tmp: Path, n: int, a) -> None:
     """--dask local:2 and an existing 2-worker cluster vs --jobs 1, fresh processes, new OUT each run."""
     runs = iter(range(1 << 30))
 
-    def run(bank: int, seed: int, dask: str | None) -> float:
-        return timed(lambda: fresh_process(src, tmp / f"run{next(runs)}", bank, seed, 1, dask, a.dask_shard_size))[0]
+    def run(bank: int, seed: int, dask: str | None, jobs: int = 1) -> float:
+        return timed(lambda: fresh_process(src, tmp / f"run{next(runs)}", bank, seed, jobs, dask, a.dask_shard_size))[0]
 
     rows = set(a.dask_rows.split(","))
     for bank in (0, 64) if "local" in rows else ():
         for r in range(a.repeat):  # --bank 0: a new seed per repeat (nothing drawn before can help)
             seed = 1000 + r if bank == 0 else 0
             w1, wd = run(bank, seed, None), run(bank, seed, "local:2")
+            # the same shards in joblib's two loky processes: the best-known local two-process run
+            w2 = run(bank, seed, None, jobs=2) if "jobs2" in rows else None
             print(f"[{r}] rec --bank {bank}, shard size {a.dask_shard_size}, fresh processes: --jobs 1 {n / w1:.0f} "
-                  f"img/s, --dask local:2 {n / wd:.0f} img/s (cluster start included) = {w1 / wd:.3f}x; load "
-                  f"{os.getloadavg()[0]:.1f}", flush=True)
+                  f"img/s, --dask local:2 {n / wd:.0f} img/s (cluster start included) = {w1 / wd:.3f}x"
+                  + ("" if w2 is None else f", --jobs 2 (joblib) {n / w2:.0f} img/s = {w1 / w2:.3f}x")
+                  + f"; load {os.getloadavg()[0]:.1f}", flush=True)
     from distributed import Client, LocalCluster
 
     from occbench.distributed import _restore_environ
@@ -210,7 +214,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "occbench-bench-aligned")
     ap.add_argument("--dask", action="store_true")
     ap.add_argument("--dask-rows", default="local,existing", help="with --dask: local (local:2, cluster start "
-                    "included) and/or existing (a cluster started before the run)")
+                    "included; with jobs2 also --jobs 2, joblib) and/or existing (a cluster started before the run)")
     ap.add_argument("--malloc", action="store_true", help="the Dask nanny's malloc setting, with and without the fix")
     ap.add_argument("--dask-shard-size", type=int, default=250)
     ap.add_argument("--skip", default="", help="comma list of rows to skip: rec,dataset")

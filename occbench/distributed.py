@@ -11,8 +11,10 @@ must be paths every worker sees (a shared file system).
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import socket
+import threading
 from pathlib import Path
 from typing import Callable, NamedTuple
 from urllib.parse import urlparse
@@ -20,6 +22,7 @@ from urllib.parse import urlparse
 from .errors import ConfigError, OccbenchError
 
 DEFAULT_RETRIES = 3
+_CALLS = itertools.count()  # task keys stay unique when one session runs several batches
 _LOCAL_ONLY_PREFIXES = ("/tmp", "/var/tmp", "/dev/shm", "/run/user")
 
 
@@ -124,53 +127,122 @@ def _client(target: DaskTarget):
         raise ConfigError(f"cannot reach the Dask scheduler at {target.address}: {e}") from None
 
 
-def run_on_dask(spec: str | DaskTarget, fn: Callable, shared, tasks: list, *, retries: int = DEFAULT_RETRIES,
-                on_done: Callable | None = None, on_client: Callable | None = None) -> list:
+class DaskSession:
+    """The Dask client of one run. ``start()`` connects (``local:N``: starts the cluster) in a background
+    thread, so that it overlaps the caller's own set-up; ``client()`` waits for it; ``close()`` shuts it
+    down and restores the caller's environment, in the background with ``wait=False`` (``join()`` waits).
+
+    A LocalCluster's nannies set variables for their workers in this process's ``os.environ``
+    (``MALLOC_TRIM_THRESHOLD_``, ``OMP_NUM_THREADS=1`` ...); they are undone as soon as the cluster is up,
+    and again on close (a nanny that restarted a worker set them again)."""
+
+    def __init__(self, spec: str | DaskTarget):
+        self.target = spec if isinstance(spec, DaskTarget) else parse_dask(spec)
+        self._environ = dict(os.environ)
+        self._pair: tuple | None = None
+        self._error: BaseException | None = None
+        self._starter: threading.Thread | None = None
+        self._closer: threading.Thread | None = None
+
+    def start(self) -> "DaskSession":
+        def connect():
+            try:
+                self._pair = _client(self.target)
+            except BaseException as e:  # re-raised by client()
+                self._error = e
+            finally:  # the workers are up (or failed to start): they have what the nannies set here
+                _restore_environ(self._environ)
+
+        self._starter = threading.Thread(target=connect, name="occbench-dask-start", daemon=True)
+        self._starter.start()
+        return self
+
+    def client(self):
+        if self._starter is None:
+            self.start()
+        self._starter.join()
+        if self._error is not None:
+            raise self._error
+        return self._pair[0]
+
+    def close(self, wait: bool = True) -> None:
+        if self._starter is None or self._closer is not None:
+            self.join()
+            return
+        self._starter.join()
+
+        def shut():
+            try:
+                if self._pair is not None:
+                    client, cluster = self._pair
+                    client.close()
+                    if cluster is not None:
+                        cluster.close()
+            finally:
+                _restore_environ(self._environ)
+
+        self._closer = threading.Thread(target=shut, name="occbench-dask-close", daemon=True)
+        self._closer.start()
+        if wait:
+            self.join()
+
+    def join(self) -> None:
+        if self._closer is not None:
+            self._closer.join()
+
+    def __enter__(self) -> "DaskSession":
+        return self.start() if self._starter is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.close(wait=True)
+
+
+def run_on_dask(spec: str | DaskTarget | DaskSession, fn: Callable, shared, tasks: list, *,
+                retries: int = DEFAULT_RETRIES, on_done: Callable | None = None,
+                on_client: Callable | None = None) -> list:
     """Run ``fn(shared, task)`` for every task on Dask; returns the results in task order.
 
-    ``shared`` is scattered once to every worker. Tasks get ``retries`` retries (a worker that dies
-    mid-task has its task rerun elsewhere); ``on_done(result)`` is called in completion order (progress).
-    ``on_client(client)`` is called once the cluster is up (tests use it to kill a worker)."""
-    target = spec if isinstance(spec, DaskTarget) else parse_dask(spec)
+    ``spec``: a ``DaskSession`` (kept open: the caller closes it), or ``local:N`` / an address / a
+    ``DaskTarget`` (a session for this call only). ``shared`` is scattered once to every worker. Tasks
+    get ``retries`` retries (a worker that dies mid-task has its task rerun elsewhere); ``on_done(result)``
+    is called in completion order (progress). ``on_client(client)`` is called once the cluster is up
+    (tests use it to kill a worker)."""
     if not tasks:
         return []
+    if isinstance(spec, DaskSession):
+        return _run_tasks(spec.client(), fn, shared, tasks, retries, on_done, on_client)
+    with DaskSession(spec) as session:
+        return _run_tasks(session.client(), fn, shared, tasks, retries, on_done, on_client)
+
+
+def _run_tasks(client, fn: Callable, shared, tasks: list, retries: int, on_done, on_client) -> list:
     from distributed import as_completed
 
-    environ = dict(os.environ)
-    try:
-        client, cluster = _client(target)
-    finally:  # the workers are up (or failed to start): they have what the nannies put in our environment
-        _restore_environ(environ)
-    try:
-        if on_client is not None:
-            on_client(client)
-        shared_f = client.scatter([shared], broadcast=True)[0]  # a list: a dict would be scattered per key
-        futures = [client.submit(fn, shared_f, t, key=f"occbench-task-{i}-{os.getpid()}-{id(tasks)}",
-                                 retries=retries, pure=False) for i, t in enumerate(tasks)]
-        index = {f.key: i for i, f in enumerate(futures)}
-        results: list = [None] * len(tasks)
-        for fut in as_completed(futures):
-            try:
-                r = fut.result()
-            except OccbenchError:
-                raise
-            except Exception as e:  # KilledWorker after too many deaths, a bug on a worker, ...
-                # KilledWorker: the task's worker died on every try; with client-side retries such a task
-                # can also come back cancelled ("already forgotten") once its workers are gone
-                if {c.__name__ for c in type(e).__mro__} & {"KilledWorker", "CancelledError"}:
-                    raise WorkerDied(f"a Dask task did not finish: its worker process died ({type(e).__name__}: "
-                                     f"{e}); rerun the same command to resume: finished shards are kept") from e
-                raise OccbenchError(f"a Dask task failed ({type(e).__name__}: {e}); rerun the same command to "
-                                    "resume: finished shards are kept") from e
-            results[index[fut.key]] = r
-            if on_done is not None:
-                on_done(r)
-        return results
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-        _restore_environ(environ)  # a nanny that restarted a worker set them again
+    if on_client is not None:
+        on_client(client)
+    shared_f = client.scatter([shared], broadcast=True)[0]  # a list: a dict would be scattered per key
+    tag = f"{os.getpid()}-{id(tasks)}-{next(_CALLS)}"
+    futures = [client.submit(fn, shared_f, t, key=f"occbench-task-{i}-{tag}", retries=retries, pure=False)
+               for i, t in enumerate(tasks)]
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list = [None] * len(tasks)
+    for fut in as_completed(futures):
+        try:
+            r = fut.result()
+        except OccbenchError:
+            raise
+        except Exception as e:  # KilledWorker after too many deaths, a bug on a worker, ...
+            # KilledWorker: the task's worker died on every try; with client-side retries such a task
+            # can also come back cancelled ("already forgotten") once its workers are gone
+            if {c.__name__ for c in type(e).__mro__} & {"KilledWorker", "CancelledError"}:
+                raise WorkerDied(f"a Dask task did not finish: its worker process died ({type(e).__name__}: "
+                                 f"{e}); rerun the same command to resume: finished shards are kept") from e
+            raise OccbenchError(f"a Dask task failed ({type(e).__name__}: {e}); rerun the same command to "
+                                "resume: finished shards are kept") from e
+        results[index[fut.key]] = r
+        if on_done is not None:
+            on_done(r)
+    return results
 
 
 def _restore_environ(saved: dict) -> None:

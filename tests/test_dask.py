@@ -87,3 +87,33 @@ def test_a_local_cluster_leaves_the_callers_environment_as_it_was():
     before = dict(os.environ)
     assert run_on_dask("local:1", operator.add, 10, [1, 2]) == [11, 12]
     assert dict(os.environ) == before
+
+
+def test_a_session_runs_several_batches_and_closes_in_the_background():
+    import operator
+
+    from occbench.distributed import DaskSession, run_on_dask
+
+    before = dict(os.environ)
+    session = DaskSession("local:1").start()  # the cluster starts in a thread; this one goes on
+    assert session.target == DaskTarget("local", 1, "")
+    assert run_on_dask(session, operator.add, 10, [1, 2]) == [11, 12]
+    assert run_on_dask(session, operator.mul, 3, [1, 2, 5]) == [3, 6, 15]  # same cluster, new task keys
+    assert dict(os.environ) == before  # undone as soon as the cluster was up
+    session.close(wait=False)
+    session.join()
+    assert dict(os.environ) == before
+    assert not [t for t in threading.enumerate() if t.name.startswith("occbench-dask")]
+
+
+def test_a_failing_run_closes_the_cluster_it_started(tmp_path):
+    from occbench.errors import DataNotFoundError
+    from occbench.synth.pipeline import SynthConfig
+    from occbench.synth.sharded import run_synth_sharded
+
+    before = dict(os.environ)
+    with pytest.raises((ConfigError, DataNotFoundError)):
+        run_synth_sharded(SynthConfig(src=str(tmp_path / "missing"), out=str(tmp_path / "out")), "rec", 4,
+                          dask="local:1", progress=False)
+    assert dict(os.environ) == before
+    assert not [t for t in threading.enumerate() if t.name.startswith("occbench-dask")]

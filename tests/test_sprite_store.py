@@ -115,3 +115,38 @@ def test_temp_files_of_a_killed_sprite_write_are_swept_at_the_next_run(src, tmp_
     leftover.write_bytes(b"half a sprite")
     assert _run(src, tmp_path / "out") == first
     assert not leftover.exists()
+
+
+def test_the_store_stops_saving_at_its_cap(tmp_path):
+    (tmp_path / ".synth").mkdir()
+    sprite = np.full((32, 32, 4), 9, np.uint8)  # 4,096 bytes + header
+    store = SpriteStore(tmp_path / ".synth" / "sprites", limit_bytes=3 * (sprite.nbytes + 128))
+    paths = [store.path("d", f'{{"i": {i}}}', 1.0, 0.1, (0, 0, 32, 32)) for i in range(5)]
+    for p in paths:
+        store.save(p, sprite)
+    assert [p.exists() for p in paths] == [True, True, True, False, False]
+    assert store.load(paths[0], sprite.shape).tolist() == sprite.tolist()
+    again = SpriteStore(store.root, limit_bytes=3 * (sprite.nbytes + 128))  # another process: scans the folder
+    again.save(paths[4], sprite)
+    assert not paths[4].exists()
+
+
+def test_the_cap_comes_from_the_environment(monkeypatch):
+    from occbench.synth.sprite_store import DEFAULT_LIMIT_MB, LIMIT_ENV, store_limit_bytes
+
+    monkeypatch.delenv(LIMIT_ENV, raising=False)
+    assert store_limit_bytes() == DEFAULT_LIMIT_MB << 20
+    monkeypatch.setenv(LIMIT_ENV, "0.5")
+    assert store_limit_bytes() == 1 << 19
+    for bad in ("-1", "nan", "lots"):
+        monkeypatch.setenv(LIMIT_ENV, bad)
+        assert store_limit_bytes() == DEFAULT_LIMIT_MB << 20
+
+
+def test_a_run_with_the_store_off_is_byte_identical(src, tmp_path, monkeypatch):
+    from occbench.synth.sprite_store import LIMIT_ENV
+
+    first = _run(src, tmp_path / "on")
+    monkeypatch.setenv(LIMIT_ENV, "0")
+    assert _run(src, tmp_path / "off") == first
+    assert not _stored(tmp_path / "off")

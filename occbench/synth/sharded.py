@@ -234,10 +234,27 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
     cfg = dataclasses.replace(cfg, format=fmt, shard_size=shard_size)  # recorded in synth.json and the lock
     cfg.validate()
     out = Path(cfg.out).expanduser()
+    session = None
     if dask:
-        from ..distributed import check_shared_out, parse_dask
+        from ..distributed import DaskSession, check_shared_out, parse_dask
 
         check_shared_out(out, parse_dask(dask))
+        session = DaskSession(dask)
+        if session.target.kind == "local":
+            session.start()  # the cluster starts while this process sets the run up
+    try:
+        summary = _run_sharded(cfg, fmt, shard_size, out, session, progress)
+    except BaseException:
+        if session is not None:
+            session.close(wait=True)
+        raise
+    if session is not None:
+        session.join()  # closed in the background while the run was assembled (see _run_sharded)
+    summary.elapsed_s = time.perf_counter() - t0
+    return summary
+
+
+def _run_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, out: Path, session, progress: bool) -> pl.SynthSummary:
     source = pl.open_run_source(cfg)
     root = getattr(source, "root", None)
     if root is not None and source.kind not in ("recordio", "binset") and pl._is_within(out, Path(root)):
@@ -293,7 +310,7 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
         try:
             while True:
                 try:
-                    _execute(spec, cfg, todo, dask, source, landmarker, bar)
+                    _execute(spec, cfg, todo, session, source, landmarker, bar)
                     break
                 except worker_died as e:
                     died = e  # a worker process died: find the image it was on, redo unfinished shards
@@ -312,6 +329,8 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
         finally:
             bar.close()
             landmarker.close()
+        if session is not None:
+            session.close(wait=False)  # every shard is written: shut the cluster down meanwhile
 
         try:
             # every task has finished: temp files still in shards/ are those of workers that died mid-shard
@@ -337,7 +356,6 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
     summary.resumed = resumed
     summary.crashed = crashed
     summary.processed = len(pairs) - resumed
-    summary.elapsed_s = time.perf_counter() - t0
     return summary
 
 
@@ -352,12 +370,12 @@ def _worker_died_types() -> tuple[type, ...]:
 
 
 
-def _execute(spec: dict, cfg: pl.SynthConfig, todo: list[dict], dask: str | None, source, landmarker, bar) -> None:
-    """Render the shards of ``todo``: on Dask, in joblib worker processes, or here (--jobs 1)."""
-    if dask:
+def _execute(spec: dict, cfg: pl.SynthConfig, todo: list[dict], session, source, landmarker, bar) -> None:
+    """Render the shards of ``todo``: on Dask (``session``), in joblib worker processes, or here (--jobs 1)."""
+    if session is not None:
         from ..distributed import run_on_dask
 
-        run_on_dask(dask, _run_task, spec, todo, on_done=lambda r: bar.update(r["n_items"]))
+        run_on_dask(session, _run_task, spec, todo, on_done=lambda r: bar.update(r["n_items"]))
     elif pl._n_jobs(cfg.jobs) == 1 or len(todo) <= 1:
         for t in todo:
             bar.update(render_shard(spec, t, source, landmarker)["n_items"])

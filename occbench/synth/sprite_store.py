@@ -10,7 +10,11 @@ Only sprites of bank looks whose drawing does not depend on the image are stored
 matched to the face is not). The folder is named by the run's fingerprint (occbench version, recipe,
 occluder definitions), so a sprite from another configuration is never read; ``--overwrite`` clears
 it with the rest of ``OUT/.synth``. It is a cache: a file that cannot be read is drawn again, and one
-that cannot be written is skipped (the run's own writes report a full disk)."""
+that cannot be written is skipped (the run's own writes report a full disk).
+
+Its size is capped (``OCCBENCH_SPRITE_STORE_MB``, default 1024; 0 turns the store off): past the cap
+no sprite is saved and processes draw what is not stored, as without the store. Each process rescans
+the folder after every 32 MB it writes, so N processes overshoot the cap by at most N x 32 MB."""
 from __future__ import annotations
 
 import hashlib
@@ -21,15 +25,47 @@ from pathlib import Path
 import numpy as np
 
 STORE_DIR = "sprites"
+LIMIT_ENV = "OCCBENCH_SPRITE_STORE_MB"
+DEFAULT_LIMIT_MB = 1024
 _NPY_HEADER_MAX = 256  # an .npy v1 header of a 3-d uint8 array is 128 bytes
+_RESCAN_BYTES = 32 << 20  # a process rescans the store's size after writing this much
+
+
+def store_limit_bytes() -> int:
+    """The cap from ``OCCBENCH_SPRITE_STORE_MB`` (MB; 0 = no store); the default when unset or not a
+    non-negative number."""
+    raw = os.environ.get(LIMIT_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else DEFAULT_LIMIT_MB
+    except ValueError:
+        mb = DEFAULT_LIMIT_MB
+    if not mb >= 0:  # negative or NaN
+        mb = DEFAULT_LIMIT_MB
+    return int(min(mb, 1 << 40) * (1 << 20))
+
+
+def _folder_bytes(folder: Path) -> int:
+    try:
+        with os.scandir(folder) as it:
+            return sum(e.stat(follow_symlinks=False).st_size for e in it if e.is_file(follow_symlinks=False))
+    except OSError:
+        return 0
 
 
 class SpriteStore:
     """``load`` / ``save`` premultiplied RGBA uint8 sprites under ``root`` (atomic writes)."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, limit_bytes: int | None = None):
         self.root = Path(root)
+        self.limit_bytes = store_limit_bytes() if limit_bytes is None else int(limit_bytes)
         self._ready = False
+        self._used: int | None = None  # the folder's size at the last scan + what this process wrote since
+        self._since_scan = 0
+
+    def _has_room(self, nbytes: int) -> bool:
+        if self._used is None or self._since_scan >= _RESCAN_BYTES:
+            self._used, self._since_scan = _folder_bytes(self.root), 0
+        return self._used + nbytes <= self.limit_bytes
 
     @classmethod
     def for_run(cls, out: str | os.PathLike, fingerprint: str) -> "SpriteStore":
@@ -65,6 +101,9 @@ class SpriteStore:
 
     def save(self, path: Path, sprite: np.ndarray) -> None:
         """Write beside the destination, then rename (a reader sees the whole file or none)."""
+        nbytes = int(sprite.nbytes) + 128  # the .npy header
+        if not self._has_room(nbytes):
+            return
         part = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # swept by sweep() if killed mid-write
         try:
             if not self._ready:
@@ -77,6 +116,8 @@ class SpriteStore:
             with open(part, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(sprite), allow_pickle=False)
             os.replace(part, path)
+            self._used += nbytes
+            self._since_scan += nbytes
         except OSError:
             try:
                 os.unlink(part)
