@@ -239,6 +239,8 @@ def main(argv=None) -> int:
         "search_over_matmul_cpu": ratios("search", "matmul", "cpu_s"),
         "search_over_matmul_topk_wall": ratios("search", "matmul_topk", "wall_s"),
         "search_over_matmul_topk_cpu": ratios("search", "matmul_topk", "cpu_s"),
+        "matmul_topk_over_matmul_wall": ratios("matmul_topk", "matmul", "wall_s"),
+        "matmul_topk_over_matmul_cpu": ratios("matmul_topk", "matmul", "cpu_s"),
         "peak_rss_above_start_search_bytes": full.rss_peak_above,
         "peak_rss_above_start_baseline_bytes": base.rss_peak_above,
         "ru_maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -255,6 +257,9 @@ def main(argv=None) -> int:
             rs = out[f"search_over_{den}_{unit}"]
             print(ratio_line(f"ratio search / bare {den.replace('_', ' + ')} on the same {base_blocks}/{n_blocks} "
                              f"blocks, {unit}", rs))
+    for unit in ("wall", "cpu"):  # the floor of any exact search: the matmul and a top-k selection
+        print(ratio_line(f"ratio bare matmul + topk / bare matmul on the same {base_blocks}/{n_blocks} blocks, {unit}",
+                         out[f"matmul_topk_over_matmul_{unit}"]))
     print(load_line(load0, load1))
     print(f"peak memory during search: +{full.rss_peak_above / 2**20:.0f} MiB RSS above start "
           f"(bare matmul loop: +{base.rss_peak_above / 2**20:.0f} MiB); "
