@@ -13,7 +13,8 @@ into --cache. Rows (each the best of --repeat runs unless stated):
   framed to one RecordIO file, nothing else. ``--bank 64`` warm (the process drew the bank before) and
   ``--bank 0`` (a new seed per repeat).
 * dataset: images/s of a DataLoader (batch 32, --workers, persistent workers, second pass = warm) over
-  ``OccludedDataset`` vs the same DataLoader over the same source without occlusion (decode only).
+  ``OccludedDataset`` vs the same DataLoader over the same source without occlusion (decode only); two
+  floors: the JPEG round trip alone, and the round trip with one pre-drawn sprite pasted and its mask.
 * dask (--dask): the same rec run (--dask-shard-size) with ``--dask local:2`` vs ``--jobs 1``, each in a
   fresh interpreter (cold bank and imports, cluster start included), for ``--bank 0`` (the default: a new
   look per image) and ``--bank 64`` (the bank's sprites are drawn once per run and shared by the workers
@@ -55,6 +56,32 @@ def bare_copy_into_shard(src: Path, keys: list[str], out: Path) -> None:
             fh.write(frame(pack(IRHeader(0, 0.0, i, 0), buf.tobytes())))
 
 
+def floor_sprite():
+    """One pre-drawn premultiplied RGBA float32 sprite (a blurred ellipse), as a bank sprite is."""
+    import cv2
+    import numpy as np
+
+    sprite = np.zeros((80, 112, 4), np.float32)
+    cv2.ellipse(sprite, (56, 40), (50, 35), 0, 0, 360, (150.0, 120.0, 100.0, 1.0), -1)
+    return cv2.GaussianBlur(sprite, (5, 5), 1.0)
+
+
+def paste_sprite(img, sprite, rng):
+    """Warp ``sprite`` into ``img`` (a small random similarity), blend it (cv2, float32) and threshold the
+    mask: the least work an occluder needs per image. Returns (occluded uint8 image, uint8 mask)."""
+    import cv2
+    import numpy as np
+
+    a, tx, ty = rng.uniform(-0.1, 0.1), rng.uniform(-3, 3), rng.uniform(55, 65)
+    m = np.array([[np.cos(a), -np.sin(a), tx], [np.sin(a), np.cos(a), ty]], np.float32)
+    layer = cv2.warpAffine(sprite, m, (img.shape[1], img.shape[0]))
+    alpha = cv2.extractChannel(layer, 3)
+    keep = 1.0 - alpha
+    mixed = cv2.multiply(img, cv2.merge([keep, keep, keep]), dtype=cv2.CV_32F)
+    occluded = cv2.add(mixed, cv2.cvtColor(layer, cv2.COLOR_BGRA2BGR), dtype=cv2.CV_8U)
+    return occluded, np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
+
+
 def floor_into_shard(src: Path, keys: list[str], out: Path) -> None:
     """The least a synth with an occluder must do per image, with the fastest calls we know: decode,
     warp one pre-drawn premultiplied RGBA sprite into the image and blend it (cv2, float32), threshold
@@ -66,22 +93,13 @@ def floor_into_shard(src: Path, keys: list[str], out: Path) -> None:
     from occbench.io.recordio import IRHeader, frame, pack
     from occbench.synth.pipeline import encode_mask_png
 
-    sprite = np.zeros((80, 112, 4), np.float32)
-    cv2.ellipse(sprite, (56, 40), (50, 35), 0, 0, 360, (150.0, 120.0, 100.0, 1.0), -1)
-    sprite = cv2.GaussianBlur(sprite, (5, 5), 1.0)
+    sprite = floor_sprite()
     rng = np.random.default_rng(0)
     masks = []
     with open(out, "wb") as fh:
         for i, k in enumerate(keys):
             img = cv2.imdecode(np.frombuffer((src / k).read_bytes(), np.uint8), cv2.IMREAD_COLOR)
-            a, tx, ty = rng.uniform(-0.1, 0.1), rng.uniform(-3, 3), rng.uniform(55, 65)
-            m = np.array([[np.cos(a), -np.sin(a), tx], [np.sin(a), np.cos(a), ty]], np.float32)
-            layer = cv2.warpAffine(sprite, m, (img.shape[1], img.shape[0]))
-            alpha = cv2.extractChannel(layer, 3)
-            keep = 1.0 - alpha
-            mixed = cv2.multiply(img, cv2.merge([keep, keep, keep]), dtype=cv2.CV_32F)
-            occluded = cv2.add(mixed, cv2.cvtColor(layer, cv2.COLOR_BGRA2BGR), dtype=cv2.CV_8U)
-            mask = np.where(alpha >= 0.5, 255, 0).astype(np.uint8)
+            occluded, mask = paste_sprite(img, sprite, rng)
             ok, buf = cv2.imencode(".jpg", occluded, [cv2.IMWRITE_JPEG_QUALITY, 95])
             fh.write(frame(pack(IRHeader(0, 0.0, i, 0), buf.tobytes())))
             masks.append(encode_mask_png(mask))
@@ -153,6 +171,28 @@ class RoundTrip(Plain):
         from occbench.io.images import decode_rgb, encode
 
         return decode_rgb(encode(decode_rgb(data), "jpg", jpeg_quality=95))
+
+
+class PastedRoundTrip(Plain):
+    """The dataset floor with an occluder: decode, paste one pre-drawn sprite (``paste_sprite``, a fresh
+    per-item RNG), the JPEG round trip, and the mask as a tensor; no drawing, relighting, labels or
+    pattern. What any on-the-fly occluder giving synth's exact pixels must at least do."""
+
+    _sprite = None
+
+    def __getitem__(self, i):
+        import numpy as np
+        import torch
+
+        from occbench.io.images import decode_rgb, encode
+
+        if PastedRoundTrip._sprite is None:
+            PastedRoundTrip._sprite = floor_sprite()
+        img = decode_rgb(self.ds._source.read_bytes(self.ds.keys[i]))
+        occluded, mask = paste_sprite(img, PastedRoundTrip._sprite, np.random.default_rng(i))
+        img = decode_rgb(encode(occluded, "jpg", jpeg_quality=95))
+        return (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.ds.labels[i],
+                torch.from_numpy(mask))
 
 
 def loader_rate(ds, workers: int) -> tuple[float, float]:
@@ -258,10 +298,12 @@ def main(argv=None) -> int:
                     p_cold, p_warm = loader_rate(Plain(ds), a.workers)
                     o_cold, o_warm = loader_rate(ds, a.workers)
                     f_warm = loader_rate(RoundTrip(ds), a.workers)[1]
+                    fp_warm = loader_rate(PastedRoundTrip(ds), a.workers)[1]
                     print(f"[{r}] DataLoader workers={a.workers}: plain {p_warm:.0f} img/s; OccludedDataset "
                           f"--bank {bank}: first pass {o_cold:.0f} img/s ({o_cold / p_cold:.3f}x), second pass "
                           f"{o_warm:.0f} img/s = {o_warm / p_warm:.3f}x; floor (JPEG round trip, no occlusion) "
-                          f"{f_warm:.0f} img/s = {f_warm / p_warm:.3f}x", flush=True)
+                          f"{f_warm:.0f} img/s = {f_warm / p_warm:.3f}x; floor with one pre-drawn sprite pasted "
+                          f"{fp_warm:.0f} img/s = {fp_warm / p_warm:.3f}x", flush=True)
         if a.dask:
             dask_rows(src, tmp, n, a)
         if a.malloc:

@@ -235,3 +235,25 @@ def test_topk_search_many_blocks_random_and_tied(seed):
     for k in (1, 5, 21):
         r = topk_search(p, g, k, probe_block=16, gallery_block=1500)
         assert (r.indices == _dense_topk(p, g, k)).all()
+
+
+@pytest.mark.parametrize("layout", ["float32", "float64", "strided"])
+def test_faiss_gallery_in_any_layout_gives_the_same_result_and_names_a_bad_row(layout, monkeypatch):
+    """A float32 C-contiguous gallery is checked chunk by chunk and added in one call; any other layout is
+    converted and added chunk by chunk. Same results, same error, whatever the path."""
+    from occbench.search import faiss_backend
+
+    monkeypatch.setattr(faiss_backend, "_ADD_CHUNK", 64)  # several chunks
+    rng = np.random.default_rng(3)
+    g32 = rng.standard_normal((500, 16)).astype(np.float32)
+    p = g32[:20] + 0.05 * rng.standard_normal((20, 16)).astype(np.float32)
+    g = {"float32": g32, "float64": g32.astype(np.float64),
+         "strided": np.repeat(g32, 2, axis=1)[:, ::2]}[layout]
+    assert np.array_equal(np.asarray(g, np.float32), g32) and (layout != "strided" or not g.flags.c_contiguous)
+    ref = search(p, g32, 7, backend="torch")
+    got = search(p, g, 7, backend="faiss")
+    assert (got.topk.indices == ref.topk.indices).all()
+    bad = np.array(g, copy=True) if layout != "strided" else np.repeat(g32, 2, axis=1)[:, ::2]
+    bad[300, 5] = np.nan  # in the fifth chunk
+    with pytest.raises(ConfigError, match="gallery row 300"):
+        search(p, bad, 7, backend="faiss")

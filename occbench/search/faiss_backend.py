@@ -94,8 +94,13 @@ def faiss_search(probes, gallery, k: int, backend: str, *, device="auto", seed: 
     if dev.type == "cuda" and not gpu:
         params["faiss_device_note"] = ("faiss has no GPU support here (faiss-cpu) or the index type has no "
                                        "GPU version: searched on the CPU")
-    for a in range(0, n_g, _ADD_CHUNK):
-        index.add(_as_f32(gallery[a:a + _ADD_CHUNK], "gallery", a))
+    if isinstance(gallery, np.ndarray) and gallery.dtype == np.float32 and gallery.flags.c_contiguous:
+        for a in range(0, n_g, _ADD_CHUNK):  # checked in chunks (bounded temporaries), added in one call:
+            check_finite_rows(gallery[a:a + _ADD_CHUNK], "gallery", a)  # FAISS's storage then grows once
+        index.add(gallery)  # (adding 4 chunks of a 250k x 512 gallery cost +0.35 s of regrowth copies)
+    else:
+        for a in range(0, n_g, _ADD_CHUNK):  # converted chunk by chunk: one chunk's float32 copy at a time
+            index.add(_as_f32(gallery[a:a + _ADD_CHUNK], "gallery", a))
     build_s = time.perf_counter() - t
 
     t = time.perf_counter()
