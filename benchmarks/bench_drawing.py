@@ -53,7 +53,6 @@ def main(argv=None) -> int:
     import cv2
 
     from occbench.face.geometry import ARCFACE_112
-    from occbench.seeding import rng_for
     from occbench.synth import pipeline as pl
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -74,26 +73,23 @@ def main(argv=None) -> int:
                      [cv2.IMWRITE_JPEG_QUALITY, 95])
     copy_ms = 1e3 * (time.perf_counter() - t) / len(data)
     print(f"{len(data)} aligned crops; bare copy (decode + encode) {copy_ms:.3f} ms / image", flush=True)
-    api = pl._load_occluder_api()
     default = pl.resolve_occluders(pl.SynthConfig(src=".", out="."))
     lm = np.asarray(ARCFACE_112, np.float64)
     for look in a.looks.split(","):
         names = default if look.strip() == "2" else [f"{n}_v1" for n in default]
-        per = {}
-        for name in names:
-            occ = api.create_occluder(name, bank=0)
-            occ(images[0], lm, rng=rng_for(a.seed, name, "warm-up"))  # imports, tables
-            t = time.perf_counter()
-            for i, img in enumerate(images):
-                occ(img, lm, rng=rng_for(a.seed, name, i))
-            per[name] = 1e3 * (time.perf_counter() - t) / len(images)
-        mean = statistics.mean(per.values())
-        print(f"look {look.strip()}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: kv[1]))
-              + " ms / image", flush=True)
+        per = mean_occluder_ms(names, 0, images, [lm] * len(images), a.seed)
+        mean = per_occluder_line(f"look {look.strip()}", per)
         print(f"look {look.strip()}: mean over {len(per)} occluders {mean:.2f} ms / image (range {min(per.values()):.2f}-"
               f"{max(per.values()):.2f}) = {mean / copy_ms:.1f}x the copy; ceiling for --bank 0 synth vs the copy: "
               f"{copy_ms / (copy_ms + mean):.3f}x", flush=True)
     return 0
+
+
+def per_occluder_line(label: str, per: dict) -> float:
+    """Print each occluder's ms per image, cheapest first; return their mean."""
+    print(f"{label}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: kv[1]))
+          + " ms / image", flush=True)
+    return statistics.mean(per.values())
 
 
 def mean_occluder_ms(names, bank: int, images, landmarks, seed: int) -> dict:
@@ -145,9 +141,7 @@ def wild(n: int, seed: int) -> int:
     names = pl.resolve_occluders(pl.SynthConfig(src=".", out="."))
     for bank in (0, 64):
         per = mean_occluder_ms(names, bank, images, landmarks, seed)
-        mean = statistics.mean(per.values())
-        print(f"--bank {bank}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(per.items(), key=lambda kv: kv[1]))
-              + " ms / image", flush=True)
+        mean = per_occluder_line(f"--bank {bank}", per)
         print(f"--bank {bank}: mean over {len(per)} occluders {mean:.2f} ms / image; ceiling for wild synth vs the "
               f"mesh alone: {mesh_ms / (mesh_ms + mean):.3f}x; with the encodes and writes: "
               f"{mesh_ms / (mesh_ms + mean + write_ms):.3f}x", flush=True)
