@@ -1,3 +1,3 @@
 """occbench: occluded-face synthesis and recognition benchmarking."""
 
-__version__ = "0.4.1"
+__version__ = "0.4.2"
