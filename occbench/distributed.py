@@ -190,6 +190,13 @@ class DaskSession:
         if self._closer is not None:
             self._closer.join()
 
+    def reset(self) -> None:
+        """Close now; the next ``client()`` connects (starts a cluster) anew. After a failed batch: its
+        tasks still running die with the cluster (local) or lose their client (remote), as they did when
+        every batch had a cluster of its own, so none of them can still be writing during a retry."""
+        self.close(wait=True)
+        self._pair, self._error, self._starter, self._closer = None, None, None, None
+
     def __enter__(self) -> "DaskSession":
         return self.start() if self._starter is None else self
 
@@ -202,15 +209,19 @@ def run_on_dask(spec: str | DaskTarget | DaskSession, fn: Callable, shared, task
                 on_client: Callable | None = None) -> list:
     """Run ``fn(shared, task)`` for every task on Dask; returns the results in task order.
 
-    ``spec``: a ``DaskSession`` (kept open: the caller closes it), or ``local:N`` / an address / a
-    ``DaskTarget`` (a session for this call only). ``shared`` is scattered once to every worker. Tasks
+    ``spec``: a ``DaskSession`` (kept open: the caller closes it; reset when a batch fails), or
+    ``local:N`` / an address / a ``DaskTarget`` (a session for this call only). ``shared`` is scattered once to every worker. Tasks
     get ``retries`` retries (a worker that dies mid-task has its task rerun elsewhere); ``on_done(result)``
     is called in completion order (progress). ``on_client(client)`` is called once the cluster is up
     (tests use it to kill a worker)."""
     if not tasks:
         return []
     if isinstance(spec, DaskSession):
-        return _run_tasks(spec.client(), fn, shared, tasks, retries, on_done, on_client)
+        try:
+            return _run_tasks(spec.client(), fn, shared, tasks, retries, on_done, on_client)
+        except BaseException:
+            spec.reset()
+            raise
     with DaskSession(spec) as session:
         return _run_tasks(session.client(), fn, shared, tasks, retries, on_done, on_client)
 

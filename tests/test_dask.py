@@ -117,3 +117,28 @@ def test_a_failing_run_closes_the_cluster_it_started(tmp_path):
                           dask="local:1", progress=False)
     assert dict(os.environ) == before
     assert not [t for t in threading.enumerate() if t.name.startswith("occbench-dask")]
+
+
+def _fail(_shared, task):
+    from occbench.errors import OccbenchError
+
+    raise OccbenchError(f"task {task} failed")
+
+
+def test_a_failed_batch_closes_its_cluster_before_the_session_goes_on():
+    """A failed batch's other tasks may still be running: the cluster goes with it (as when every batch had
+    its own), and the next batch gets a new one, so no stray task can write during a retry."""
+    import operator
+
+    from occbench.distributed import DaskSession, run_on_dask
+    from occbench.errors import OccbenchError
+
+    before = dict(os.environ)
+    with DaskSession("local:1") as session:
+        first = session.client().scheduler.address
+        with pytest.raises(OccbenchError, match="failed"):
+            run_on_dask(session, _fail, None, [1, 2])
+        assert session._pair is None  # closed, not left running
+        assert run_on_dask(session, operator.add, 1, [1]) == [2]
+        assert session.client().scheduler.address != first
+    assert dict(os.environ) == before
