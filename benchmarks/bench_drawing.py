@@ -8,11 +8,11 @@ the bare decode->encode copy of the same image, in the same run.
 On aligned 112x112 LFW crops (built as bench_synth.py builds them, into --cache) with the ArcFace
 template as landmarks, each default occluder is applied to every crop at scale 1 with a new seed per
 image: ``occluder(image, landmarks, rng=...)`` = sample the look and placement, draw the sprite, warp it
-in, relight, composite, mask (process CPU time, one thread). Look 2 is the default look; ``--looks
-1,2`` also times the frozen look-1 occluders. The copy is cv2 decode + JPEG encode (quality 95) of the
-same files. Wall time, one thread (quiet machine). Printed: ms per image for each occluder, their mean (synth picks occluders equally
-often), and the ceiling this puts on ``--bank 0`` synth against the copy: copy / (copy + mean
-occluder) -- a synth that did nothing else per image would still not beat it.
+in, relight, composite, mask (wall time, one thread: run it on a quiet machine). Look 2 is the default
+look; ``--looks 1,2`` also times the frozen look-1 occluders. The copy is cv2 decode + JPEG encode
+(quality 95) of the same files. Printed: ms per image for each occluder, their mean (synth picks
+occluders equally often), and the ceiling this puts on ``--bank 0`` synth against the copy: copy /
+(copy + mean occluder) -- a synth that did nothing else per image would still not beat it.
 
 ``--wild N``: the same on N wild 250x250 LFW images with their MediaPipe landmarks (found once
 beforehand, not timed; the masks follow the mesh), for ``--bank 0`` and ``--bank 64`` (a warm-up pass
@@ -79,7 +79,8 @@ def main(argv=None) -> int:
         names = default if look.strip() == "2" else [f"{n}_v1" for n in default]
         per = mean_occluder_ms(names, 0, images, [lm] * len(images), a.seed)
         mean = per_occluder_line(f"look {look.strip()}", per)
-        print(f"look {look.strip()}: mean over {len(per)} occluders {mean:.2f} ms / image (range {min(per.values()):.2f}-"
+        print(f"look {look.strip()}: mean over {len(per)} occluders {mean:.2f} ms / image "
+              f"(range {min(per.values()):.2f}-"
               f"{max(per.values()):.2f}) = {mean / copy_ms:.1f}x the copy; ceiling for --bank 0 synth vs the copy: "
               f"{copy_ms / (copy_ms + mean):.3f}x", flush=True)
     return 0
@@ -134,8 +135,8 @@ def wild(n: int, seed: int) -> int:
     t = time.perf_counter()
     _mesh_alone(lfw, keys)
     mesh_ms = 1e3 * (time.perf_counter() - t) / len(keys)
-    print(f"{len(keys)} wild LFW images ({len(images)} with a face); MediaPipe face mesh alone {mesh_ms:.2f} ms / image",
-          flush=True)
+    print(f"{len(keys)} wild LFW images ({len(images)} with a face); MediaPipe face mesh alone "
+          f"{mesh_ms:.2f} ms / image", flush=True)
     write_ms = encode_and_write_ms(images)
     print(f"encode image (JPEG q95) + mask (PNG) and write both atomically: {write_ms:.2f} ms / image", flush=True)
     names = pl.resolve_occluders(pl.SynthConfig(src=".", out="."))

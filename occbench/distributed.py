@@ -210,10 +210,10 @@ def run_on_dask(spec: str | DaskTarget | DaskSession, fn: Callable, shared, task
     """Run ``fn(shared, task)`` for every task on Dask; returns the results in task order.
 
     ``spec``: a ``DaskSession`` (kept open: the caller closes it; reset when a batch fails), or
-    ``local:N`` / an address / a ``DaskTarget`` (a session for this call only). ``shared`` is scattered once to every worker. Tasks
-    get ``retries`` retries (a worker that dies mid-task has its task rerun elsewhere); ``on_done(result)``
-    is called in completion order (progress). ``on_client(client)`` is called once the cluster is up
-    (tests use it to kill a worker)."""
+    ``local:N`` / an address / a ``DaskTarget`` (a session for this call only). ``shared`` is scattered
+    once to every worker. Tasks get ``retries`` retries (a worker that dies mid-task has its task rerun
+    elsewhere); ``on_done(result)`` is called in completion order (progress). ``on_client(client)`` is
+    called once the cluster is up (tests use it to kill a worker)."""
     if not tasks:
         return []
     if isinstance(spec, DaskSession):
