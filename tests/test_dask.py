@@ -142,3 +142,35 @@ def test_a_failed_batch_closes_its_cluster_before_the_session_goes_on():
         assert run_on_dask(session, operator.add, 1, [1]) == [2]
         assert session.client().scheduler.address != first
     assert dict(os.environ) == before
+
+
+def test_files_format_on_dask_is_byte_identical(tmp_path):
+    from occbench.synth.pipeline import SynthConfig, run_synth
+    from synthetic_faces import write_faces
+    from run_outputs import output_files
+
+    src = tmp_path / "src"
+    write_faces(src, 24, 112, "jpg")
+    occ = ("block_solid", "rgba_phone", "sunglasses")  # built in: Dask workers know only those (and plug-ins)
+
+    def cfg(out, **kw):
+        return SynthConfig(src=str(src), out=str(out), occluders=occ, seed=5, clean_ratio=0.2, **kw)
+
+    from occbench import distributed
+
+    ran = []
+    real = distributed.run_on_dask
+
+    def counting(spec, fn, shared, tasks, **kw):
+        ran.append(len(tasks))
+        return real(spec, fn, shared, tasks, **kw)
+
+    one = run_synth(cfg(tmp_path / "one"), progress=False)
+    distributed.run_on_dask = counting
+    try:
+        two = run_synth(cfg(tmp_path / "dask", dask="local:2"), progress=False)
+    finally:
+        distributed.run_on_dask = real
+    assert sum(ran) == 24  # one-image batches here (24 images): every image went through Dask
+    assert two.processed == one.processed == 24
+    assert output_files(tmp_path / "dask") == output_files(tmp_path / "one")

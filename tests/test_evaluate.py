@@ -449,3 +449,26 @@ def test_clean_embeddings_shared_between_protocols_on_the_same_images(gen_run, t
     assert res.protocol["hash"] != gen_run["res"]["protocol"]["hash"]
     assert res.cache["embedding_hits"] == 1 and rec.calls == 0  # nothing embedded again
     assert res.variant("clean").metrics == gen_run["res"]["variants"]["clean"]["metrics"]
+
+
+def test_landmarks_and_occluded_sets_on_dask_reproduce(gen_run, tmp_path, monkeypatch):
+    """``--dask local:2``: landmarks and the occluded sets made by Dask workers; the very same results."""
+    pytest.importorskip("distributed", reason="dask distributed is an optional extra (occbench[dask])")
+    from occbench import distributed
+
+    ran = []
+    real = distributed.run_on_dask
+
+    def counting(spec, fn, shared, tasks, **kw):
+        ran.append(fn.__name__)
+        return real(spec, fn, shared, tasks, **kw)
+
+    monkeypatch.setattr(distributed, "run_on_dask", counting)
+    res = evaluate(gen_run["protocol"], TinyRecognizer(), data_root=gen_run["data"], out_dir=tmp_path / "tiny",
+                   cache_dir=tmp_path / "cache", save_scores=True, progress=False, plots=False, dask="local:2")
+    assert {"_detect_task", "_run_batch_on_dask"} <= set(ran)  # both stages went through Dask
+    assert res["cache"]["embedding_hits"] == 0
+    assert reproducible_view(res) == reproducible_view(json.loads(gen_run["json"].read_text()))
+    old = gen_run["json"].parent / "gen-occ.scores"
+    for p in (tmp_path / "tiny" / "gen-occ.scores").glob("*.parquet"):
+        assert p.read_bytes() == (old / p.name).read_bytes()

@@ -299,12 +299,13 @@ def run_attributes(protocol: Protocol, recognizer, cfg, out_dir: Path | None, mo
                   + sum(run_images(protocol, r, len(keys)) for r in protocol.synth_runs() if r.name in runs_used))
     try:
         lms, cache, al = _clean_alignments(recognizer, task, keys, cache_dir, run_dir, phash, max(num_workers, 1),
-                                           bar, timer)
+                                           bar, timer, cfg.dask)
         sets, synth_info = {}, {}
         if occluded_specs:
             t0 = time.perf_counter()
             sets, synth_info = synthesize(protocol, task, keys, lms.table, run_dir, jobs=max(num_workers, 1),
-                                          progress=False, runs=runs_used, tick=bar.tick, stage=bar.stage)
+                                          progress=False, runs=runs_used, tick=bar.tick, stage=bar.stage,
+                                          dask=cfg.dask)
             timer.add("synth_s", t0)
 
         t0 = time.perf_counter()

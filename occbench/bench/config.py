@@ -52,6 +52,7 @@ class EvalConfig:
     recall_sample: int = 1000  # approximate search: probes (seeded sample) checked against exact search
     distractors: str | None = None  # 1:N: CSV path[,identity] of distractor images added to the gallery
     distractor_sweep: tuple[int, ...] | None = None  # 1:N: distractor counts for rank-1 / TPIR vs gallery size
+    dask: str | None = None  # landmarks and occluded sets on Dask: "local:N" or a scheduler address
 
     def __post_init__(self):
         for name in ("data_root", "pairs", "gallery", "probe", "bin", "masked_list", "out", "cache_dir", "distractors",
@@ -86,6 +87,10 @@ class EvalConfig:
             raise OptionError(f"--search must be one of {', '.join(SEARCH_BACKENDS)}, got {self.search!r}")
         if int(self.recall_sample) < 1:
             raise OptionError(f"recall_sample must be >= 1, got {self.recall_sample}")
+        if self.dask is not None:
+            from ..distributed import parse_dask
+
+            parse_dask(self.dask)  # ConfigError naming the accepted forms
         if self.distractor_sweep is not None and self.distractors is None:
             raise OptionError("--distractor-sweep needs --distractors list.csv (the images to add to the gallery)")
         return self

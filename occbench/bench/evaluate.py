@@ -60,14 +60,15 @@ class _Timer:
 
 
 def _clean_alignments(recognizer, task, keys: list[str], cache_dir: Path, run_dir: Path, phash: str, jobs: int,
-                      bar, timer: _Timer):
+                      bar, timer: _Timer, dask: str | None = None):
     """(landmarks, embedding cache, alignments) of the clean images, as stages of ``bar`` timed by ``timer``."""
     from .embed import EmbeddingCache, compute_alignments
     from .variants import clean_landmarks
 
     t0 = time.perf_counter()
     bar.stage("landmarks")
-    lms = clean_landmarks(task, keys, cache_dir, run_dir, task.root, jobs=jobs, progress=False, tick=bar.tick)
+    lms = clean_landmarks(task, keys, cache_dir, run_dir, task.root, jobs=jobs, progress=False, tick=bar.tick,
+                          dask=dask)
     timer.add("landmarks_s", t0)
     cache = EmbeddingCache(cache_dir / "embeddings")
     t0 = time.perf_counter()
@@ -126,19 +127,21 @@ def run_eval(config: EvalConfig | None = None, *, progress: bool = True, **overr
 def evaluate(protocol: Protocol, recognizer, data_root=None, out_dir=None, cache_dir=None, batch_size: int = 128,
              num_workers: int = 0, save_scores: bool = False, limit_pairs: int | None = None, progress: bool = True,
              *, model_info: dict | None = None, plots: bool = True, allow_unsafe_pickle: bool = False,
-             device: str = "cpu", variants: list[str] | None = None, limit: int | None = None) -> dict:
+             device: str = "cpu", variants: list[str] | None = None, limit: int | None = None,
+             dask: str | None = None) -> dict:
     """Evaluate ``recognizer`` on ``protocol``; returns the results as a dict (``EvalResult.to_dict()``).
 
     With ``out_dir`` the results are written as ``out_dir/<protocol>.json`` (atomically), with
     ``out_dir/<protocol>.scores/<variant>.parquet`` when ``save_scores`` and the plots
     ``out_dir/<protocol>.<plot>.png`` when ``plots``. ``variants`` restricts the evaluated variants
     (default: all). ``device`` is where the 1:N search runs. ``limit_pairs`` is the old name of ``limit``.
+    ``dask``: landmarks and occluded images on Dask (``local:N`` or a scheduler address).
     """
     cfg = EvalConfig(model=recognizer, protocol=protocol, data_root=data_root, out=None, cache_dir=cache_dir,
                      batch_size=batch_size, workers=num_workers, save_scores=save_scores,
                      limit=limit if limit is not None else limit_pairs, plots=plots,
                      allow_unsafe_pickle=allow_unsafe_pickle, device=device, variants=variants,
-                     model_name=(model_info or {}).get("name")).validate()
+                     model_name=(model_info or {}).get("name"), dask=dask).validate()
     res = _run(protocol, recognizer, cfg, Path(out_dir) if out_dir is not None else None, model_info, progress)
     return res.to_dict()
 
@@ -237,7 +240,8 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
     n_sets = 1 + len(set_specs)
     try:
         # 1. landmarks + alignment on the clean images
-        lms, cache, al = _clean_alignments(recognizer, task, keys, cache_dir, run_dir, phash, jobs, bar, timer)
+        lms, cache, al = _clean_alignments(recognizer, task, keys, cache_dir, run_dir, phash, jobs, bar, timer,
+                                           cfg.dask)
 
         # 2. occluded variants
         sets: dict = {}
@@ -245,7 +249,7 @@ def _run(protocol: Protocol, recognizer, cfg: EvalConfig, out_dir: Path | None, 
         if occluded_specs:
             t0 = time.perf_counter()
             sets, synth_info = synthesize(protocol, task, pkeys, lms.table, run_dir, jobs=jobs, progress=False,
-                                          runs=runs_used, tick=bar.tick, stage=bar.stage)
+                                          runs=runs_used, tick=bar.tick, stage=bar.stage, dask=cfg.dask)
             timer.add("synth_s", t0)
             for v in occluded_specs:
                 if (v.run, v.synth_variant) not in sets:

@@ -87,6 +87,14 @@ def _detect_batch(method: str, opts: dict, items: list[tuple[str, object]]) -> l
     return rows
 
 
+def _detect_task(spec: tuple[str, dict], items: list[tuple[str, object]]) -> list[dict]:
+    """Dask task: ``_detect_batch`` with the worker's malloc setting undone first (see distributed)."""
+    from ..distributed import tune_worker_malloc
+
+    tune_worker_malloc()
+    return _detect_batch(spec[0], spec[1], items)
+
+
 def _mesh_of(res) -> np.ndarray | None:
     """The face's 468 mesh points (float64), or None when the landmarks have no mesh."""
     from ..face.parts import N_MESH
@@ -127,9 +135,10 @@ class CleanLandmarks:
 
 
 def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path, data_root: Path | None,
-                    jobs: int = 1, progress: bool = True, tick=None) -> CleanLandmarks:
+                    jobs: int = 1, progress: bool = True, tick=None, dask: str | None = None) -> CleanLandmarks:
     """Landmarks of the clean images ``keys`` (cached), and the per-run table at ``run_dir/landmarks.csv``.
-    ``tick(n)``, when given, is called as rows are done (an outer progress bar; no own bar then)."""
+    ``tick(n)``, when given, is called as rows are done (an outer progress bar; no own bar then).
+    ``dask`` (``local:N`` or a scheduler address): detect on Dask workers, one cluster for the whole call."""
     import pandas as pd
 
     from ..io.atomic import atomic_write_bytes, atomic_write_table
@@ -169,36 +178,19 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
     if todo:
         from tqdm.auto import tqdm
 
-        from ..face.landmarks import LandmarkResult, landmarks_to_row
-
         bar = tqdm(total=len(todo), desc="landmarks", unit="img", disable=not progress, leave=False)
-        for c in range(0, len(todo), CHECKPOINT):  # the cache is saved per chunk: an interrupted run resumes
-            items, rows_new = [], []
-            for k in todo[c:c + CHECKPOINT]:
-                if k in task.missing:
-                    rows_new.append(landmarks_to_row(k, LandmarkResult(None, "error", task.missing[k])))
-                else:
-                    try:
-                        items.append((k, task.image_source(k)))
-                    except Exception as e:  # noqa: BLE001
-                        rows_new.append(landmarks_to_row(k, LandmarkResult(None, "error", str(e))))
-            rows_new += _run_detection(method, opts, items, jobs)
-            for r in rows_new:
-                r["stamp"] = stamps[r["key"]]
-                mesh = r.pop("_mesh", None)
-                if mesh is None:
-                    meshes.pop(r["key"], None)
-                else:
-                    meshes[r["key"]] = mesh
-                cached[r["key"]] = r
-            df = pd.DataFrame(sorted(cached.values(), key=lambda r: r["key"]),
-                              columns=list(TABLE_COLUMNS) + ["stamp"])
-            atomic_write_table(df, cache_file)
-            write_mesh_table(meshes, mesh_file)
-            bar.update(len(rows_new))
-            if tick is not None:
-                tick(len(rows_new))
-        bar.close()
+        session = None
+        if dask:
+            from ..distributed import DaskSession
+
+            session = DaskSession(dask).start()
+        try:
+            _detect_chunks(task, todo, stamps, method, opts, jobs, session, cached, meshes, cache_file, mesh_file,
+                           bar, tick)
+        finally:
+            bar.close()
+            if session is not None:
+                session.close()
     rows = {k: {c: cached[k][c] for c in TABLE_COLUMNS} for k in keys}
     table = run_dir / LANDMARK_TABLE
     text = pd.DataFrame([rows[k] for k in sorted(keys)], columns=list(TABLE_COLUMNS)).to_csv(
@@ -214,9 +206,53 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
     return CleanLandmarks(rows, table, desc, len(todo), time.perf_counter() - t0, stamps, run_meshes)
 
 
-def _run_detection(method: str, opts: dict, items: list, jobs: int) -> list[dict]:
+def _detect_chunks(task: Task, todo: list[str], stamps: dict, method: str, opts: dict, jobs: int, session,
+                   cached: dict, meshes: dict, cache_file: Path, mesh_file: Path, bar, tick) -> None:
+    """Detect ``todo`` in chunks of CHECKPOINT keys, updating ``cached`` / ``meshes`` and saving the cache
+    after each chunk (an interrupted run resumes)."""
+    import pandas as pd
+
+    from ..face.landmarks import TABLE_COLUMNS, LandmarkResult, landmarks_to_row
+    from ..face.mesh_table import write_mesh_table
+    from ..io.atomic import atomic_write_table
+
+    for c in range(0, len(todo), CHECKPOINT):
+        items, rows_new = [], []
+        for k in todo[c:c + CHECKPOINT]:
+            if k in task.missing:
+                rows_new.append(landmarks_to_row(k, LandmarkResult(None, "error", task.missing[k])))
+            else:
+                try:
+                    items.append((k, task.image_source(k)))
+                except Exception as e:  # noqa: BLE001
+                    rows_new.append(landmarks_to_row(k, LandmarkResult(None, "error", str(e))))
+        rows_new += _run_detection(method, opts, items, jobs, session)
+        for r in rows_new:
+            r["stamp"] = stamps[r["key"]]
+            mesh = r.pop("_mesh", None)
+            if mesh is None:
+                meshes.pop(r["key"], None)
+            else:
+                meshes[r["key"]] = mesh
+            cached[r["key"]] = r
+        df = pd.DataFrame(sorted(cached.values(), key=lambda r: r["key"]),
+                          columns=list(TABLE_COLUMNS) + ["stamp"])
+        atomic_write_table(df, cache_file)
+        write_mesh_table(meshes, mesh_file)
+        bar.update(len(rows_new))
+        if tick is not None:
+            tick(len(rows_new))
+
+
+def _run_detection(method: str, opts: dict, items: list, jobs: int, session=None) -> list[dict]:
     if not items:
         return []
+    if session is not None:  # Dask: batches as tasks, rows back in item order
+        from ..distributed import run_on_dask
+
+        size = max(16, -(-len(items) // 64))
+        batches = [items[i:i + size] for i in range(0, len(items), size)]
+        return [r for rows in run_on_dask(session, _detect_task, (method, opts), batches) for r in rows]
     jobs = (os.cpu_count() or 1) if jobs == -1 else max(int(jobs), 1)
     if jobs == 1 or len(items) < 64:
         return _detect_batch(method, opts, items)
@@ -268,7 +304,7 @@ class OccludedSet:
 
 
 def synth_config(protocol: Protocol, task: Task, run: SynthRun, keys: list[str], landmarks_table: Path,
-                 out: Path, jobs: int):
+                 out: Path, jobs: int, dask: str | None = None):
     from ..synth.pipeline import SynthConfig
 
     occ = protocol.occlusion
@@ -277,7 +313,7 @@ def synth_config(protocol: Protocol, task: Task, run: SynthRun, keys: list[str],
         occluders=tuple(occ["occluders"]), placement=run.placement, scales=tuple(run.scales),
         per_scale=run.per_scale, per_occluder=run.per_occluder, clean_ratio=0.0, k=occ["k"], seed=occ["seed"],
         keys=tuple(keys), jpeg_quality=occ["jpeg_quality"], jobs=jobs, overwrite=True,
-        allow_unsafe_pickle=task.allow_unsafe_pickle)
+        allow_unsafe_pickle=task.allow_unsafe_pickle, dask=dask)
 
 
 def run_images(protocol: Protocol, run: SynthRun, n_keys: int) -> int:
@@ -287,9 +323,10 @@ def run_images(protocol: Protocol, run: SynthRun, n_keys: int) -> int:
 
 
 def synthesize(protocol: Protocol, task: Task, keys: list[str], landmarks_table: Path, run_dir: Path,
-               jobs: int = 1, progress: bool = True, runs: set[str] | None = None, tick=None, stage=None
-               ) -> tuple[dict[tuple[str, str], OccludedSet], dict]:
-    """Run (or resume) the synth runs of the protocol (all, or those named in ``runs``) on ``keys``.
+               jobs: int = 1, progress: bool = True, runs: set[str] | None = None, tick=None, stage=None,
+               dask: str | None = None) -> tuple[dict[tuple[str, str], OccludedSet], dict]:
+    """Run (or resume) the synth runs of the protocol (all, or those named in ``runs``) on ``keys``
+    (``dask``: on Dask, as ``occbench synth --dask``).
     With ``tick`` (an outer progress bar) synth's own bar is off and ``tick(run_images(...))`` is
     called after each run; ``stage(name)`` is called before each run.
 
@@ -308,7 +345,7 @@ def synthesize(protocol: Protocol, task: Task, keys: list[str], landmarks_table:
         t0 = time.perf_counter()
         if stage is not None:
             stage(f"occlude ({run.name})")
-        summary = run_synth(synth_config(protocol, task, run, keys, landmarks_table, out, jobs),
+        summary = run_synth(synth_config(protocol, task, run, keys, landmarks_table, out, jobs, dask),
                             progress=progress and tick is None)
         if tick is not None:
             tick(run_images(protocol, run, len(keys)))

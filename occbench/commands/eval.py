@@ -72,12 +72,16 @@ _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--distractors", type=click.Path(dir_okay=False, exists=True, path_type=Path), metavar="LIST.csv",
               help="1:N: CSV path[,identity] of distractor images added to the gallery (MegaFace style); paths "
                    "relative to --data-root (default: the list's folder). Embeddings are cached per model and list.")
+@click.option("--dask", "dask", metavar="local:N|ADDRESS",
+              help="Find landmarks and make occluded images on Dask (large custom protocols): local:N starts N "
+                   "worker processes, tcp://host:8786 uses a running scheduler; the data and --cache-dir must be "
+                   "on a file system every worker sees. Results are the same as without it.")
 @click.option("--distractor-sweep", metavar="N,N,...",
               help="1:N with --distractors: rank-1 and TPIR@FPIR with the first N distractors, for each N "
                    "(e.g. 10,100,1000); JSON block, CSV and plot against gallery size.")
 def eval_cmd(model, arch, arch_opts, protocol, data_root, pairs, gallery, probe, bin_file, masked_list, out,
              model_name, device, precision, batch_size, workers, limit, folds, variants, cache_dir, save_scores,
-             allow_unsafe_pickle, no_plots, no_progress, search, distractors, distractor_sweep, attributes_file):
+             allow_unsafe_pickle, no_plots, no_progress, search, distractors, dask, distractor_sweep, attributes_file):
     """Evaluate a face recognizer on a benchmark protocol.
 
     \b
@@ -89,6 +93,7 @@ def eval_cmd(model, arch, arch_opts, protocol, data_root, pairs, gallery, probe,
       occbench eval -m dlib-resnet-torch -p lfw-occ-id --data-root ../shared/realdata/lfw-guesswho --search faiss
       occbench eval -m dlib-resnet-torch -p gallery-probe --gallery g.csv --probe p.csv --distractors d.csv --distractor-sweep 10,100,1000
       occbench eval -m attr_model.pt -p attributes --data-root my_faces   # my_faces/attributes.csv
+      occbench eval -m dlib-resnet-torch -p my_protocol.yaml --dask tcp://scheduler:8786 --cache-dir /shared/cache
     """
     from ..bench.config import EvalConfig, OptionError, parse_arch_opts
     from ..bench.evaluate import run_eval
@@ -101,7 +106,7 @@ def eval_cmd(model, arch, arch_opts, protocol, data_root, pairs, gallery, probe,
                          workers=workers, limit=limit, folds=folds, variants=variants, cache_dir=cache_dir,
                          save_scores=save_scores,
                          plots=not no_plots, allow_unsafe_pickle=allow_unsafe_pickle, search=search,
-                         distractors=distractors, distractor_sweep=distractor_sweep)
+                         distractors=distractors, distractor_sweep=distractor_sweep, dask=dask)
         res = run_eval(cfg, progress=not no_progress)
     except OptionError as e:  # an option that does not apply: a usage error, with the help hint
         raise click.UsageError(str(e)) from e

@@ -97,8 +97,9 @@ def _read_keys(path: Path) -> tuple[str, ...]:
 @click.option("--shard-size", type=click.IntRange(min=1), default=1000, show_default=True, metavar="N",
               help="Source images per shard (rec / wds); shards are the unit of resume and of Dask tasks.")
 @click.option("--dask", "dask", metavar="local:N|ADDRESS",
-              help="Render shards on Dask: local:N starts N worker processes; tcp://host:8786 uses a running "
-                   "scheduler (SOURCE and OUT must be on a file system every worker sees).")
+              help="Run on Dask: local:N starts N worker processes; tcp://host:8786 uses a running scheduler "
+                   "(SOURCE and OUT must be on a file system every worker sees). Tasks are shards (rec / wds) "
+                   "or batches of images (files).")
 @click.option("--part-masks", is_flag=True,
               help="Also write OUT/partmaps/<key>.png: the face-part label map (uint8 ids, legend in synth.json; "
                    "faces with a mesh or template crops). The part_<name> fractions are always in the manifest.")

@@ -118,7 +118,7 @@ class SynthConfig:
     part_masks: bool = False  # also write partmaps/<key>.png: the face-part label map (occbench.face.parts)
     format: str = "files"  # files | rec | wds: loose files, or shards (occbench.synth.sharded)
     shard_size: int = 1000  # source images per shard (rec / wds)
-    dask: str | None = None  # rec / wds on Dask: "local:N" or a scheduler address (occbench.distributed)
+    dask: str | None = None  # on Dask: "local:N" or a scheduler address (occbench.distributed)
 
     RUNTIME_FIELDS = ("out", "jobs", "overwrite", "allow_unsafe_pickle", "wait", "dask")
 
@@ -168,8 +168,6 @@ class SynthConfig:
             raise ConfigError(f"format must be files, rec or wds, got {self.format!r}")
         if isinstance(self.shard_size, bool) or int(self.shard_size) != self.shard_size or int(self.shard_size) < 1:
             raise ConfigError(f"shard_size must be an integer >= 1, got {self.shard_size!r}")
-        if self.dask and self.format == "files":
-            raise ConfigError("--dask runs shards: add --format rec or --format wds")
         if self.part_masks and self.format != "files":
             raise ConfigError("--part-masks writes partmaps/<key>.png files: use --format files (shards carry "
                               "the part_<name> fractions in the manifest only)")
@@ -833,6 +831,14 @@ def _run_batch(spec: dict, batch: list[tuple[str, str]]) -> list[dict]:
         os.close(lease)
 
 
+def _run_batch_on_dask(spec: dict, batch: list[tuple[str, str]]) -> list[dict]:
+    """Dask task: ``_run_batch`` with the worker's malloc setting undone first (see distributed)."""
+    from ..distributed import tune_worker_malloc
+
+    tune_worker_malloc()
+    return _run_batch(spec, batch)
+
+
 def _isolated_main() -> None:
     """Entry point of the fresh interpreter ``_run_isolated`` starts: (spec, key, identity) pickled on
     stdin, ("ok", record) or ("output", message) pickled to the file descriptor in argv[1]. With
@@ -1100,6 +1106,10 @@ def run_synth(cfg: SynthConfig | None = None, *, progress: bool = True, **overri
 
         return run_synth_sharded(cfg, cfg.format, int(cfg.shard_size), dask=cfg.dask, progress=progress)
     out = Path(cfg.out).expanduser()
+    if cfg.dask:
+        from ..distributed import check_shared_out, parse_dask
+
+        check_shared_out(out, parse_dask(cfg.dask))
 
     source = open_run_source(cfg)
     root = getattr(source, "root", None)
@@ -1202,8 +1212,8 @@ def _n_jobs(jobs: int) -> int:
 
 
 class _Run:
-    """Executes the items of a run: in this process (-j 1) or in joblib workers, logging every finished
-    item, and turning a worker process that crashes into error rows for the images it was on."""
+    """Executes the items of a run: in this process (-j 1), in joblib workers or on Dask (--dask), logging
+    every finished item, and turning a worker process that crashes into error rows for the images it was on."""
 
     def __init__(self, spec, cfg: SynthConfig, variants, occ_names, out: Path, log: RowLog, bar):
         self.spec, self.cfg, self.variants, self.occ_names = spec, cfg, variants, occ_names
@@ -1234,28 +1244,35 @@ class _Run:
         if not todo:
             return
         jobs = _n_jobs(self.cfg.jobs)
-        if jobs == 1 or len(todo) == 1:
+        if not self.cfg.dask and (jobs == 1 or len(todo) == 1):
             self._in_process(todo, source, landmarker)
             return
         from concurrent.futures.process import BrokenProcessPool
 
         from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-        while todo:
-            try:
-                self._parallel(todo, jobs)
-                return
-            except (TerminatedWorkerError, BrokenProcessPool):
-                pass  # a worker died: find the image it was on, then carry on with the rest
-            except BaseException:  # Ctrl-C, an output error: workers were stopped, none crashed
-                self._suspects()
-                raise
-            suspects = [k for k in self._suspects() if k not in self.handled]
-            if not suspects:
-                raise OccbenchError("a worker process died while no image was being processed (out of memory?); "
-                                    "rerun the same command to resume, or use fewer --jobs")
-            self.isolate_suspects(todo, suspects)
-            todo = [(k, i) for k, i in todo if k not in self.handled]
+        from ..distributed import DaskSession, WorkerDied
+
+        session = DaskSession(self.cfg.dask) if self.cfg.dask else None
+        try:
+            while todo:
+                try:
+                    self._on_dask(todo, session) if session is not None else self._parallel(todo, jobs)
+                    return
+                except (TerminatedWorkerError, BrokenProcessPool, WorkerDied):
+                    pass  # a worker died: find the image it was on, then carry on with the rest
+                except BaseException:  # Ctrl-C, an output error: workers were stopped, none crashed
+                    self._suspects()
+                    raise
+                suspects = [k for k in self._suspects() if k not in self.handled]
+                if not suspects:
+                    raise OccbenchError("a worker process died while no image was being processed (out of "
+                                        "memory?); rerun the same command to resume, or use fewer --jobs")
+                self.isolate_suspects(todo, suspects)
+                todo = [(k, i) for k, i in todo if k not in self.handled]
+        finally:
+            if session is not None:
+                session.close()
 
     def _in_process(self, todo, source, landmarker) -> None:
         worker = _Worker(self.spec, source=source, landmarker=landmarker)
@@ -1272,6 +1289,14 @@ class _Run:
                 self._log(pending)
             finally:
                 worker.idle()  # a clean stop (even Ctrl-C) leaves no suspect behind
+
+    def _on_dask(self, todo, session) -> None:
+        from ..distributed import run_on_dask
+
+        # batches of at most 256 images, at least 64 of them when there are enough: load balance, progress
+        size = max(1, min(256, -(-len(todo) // 64)))
+        batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+        run_on_dask(session, _run_batch_on_dask, self.spec, batches, on_done=self._log)
 
     def _parallel(self, todo, jobs: int) -> None:
         from joblib import Parallel, delayed
