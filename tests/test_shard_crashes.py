@@ -114,3 +114,19 @@ def test_a_crash_on_dask_is_one_error_row_and_matches_jobs_2(crashed_run, tmp_pa
     tables = ("manifest", "synth.json", "landmarks")
     assert {k: v for k, v in a.items() if not k.startswith(tables)} == \
         {k: v for k, v in b.items() if not k.startswith(tables)}
+
+
+@pytest.mark.slow
+def test_a_crash_on_dask_in_a_files_run_is_one_error_row_and_matches_jobs_2(crashed_run, tmp_path, monkeypatch):
+    """--format files on Dask: the batch that kills its worker every time is found through the crash
+    journal, its image rendered alone and recorded as one error row, the rest as in a --jobs 2 run."""
+    pytest.importorskip("distributed")
+    from occbench.synth.pipeline import run_synth
+
+    src = crashed_run[0]
+    monkeypatch.setenv(CRASH_HOOK_ENV, BAD)
+    ref = run_synth(_cfg(src, tmp_path / "jobs2", jobs=2), progress=False)
+    s = run_synth(_cfg(src, tmp_path / "dask", dask="local:2"), progress=False)
+    assert s.crashed == ref.crashed == 1 and s.reason_counts == ref.reason_counts == {REASON: 1}
+    assert s.status_counts == ref.status_counts == {"error": 1, "ok": 11}
+    assert output_files(tmp_path / "dask") == output_files(tmp_path / "jobs2")
