@@ -97,7 +97,8 @@ def tune_worker_malloc() -> bool:
     (sprite buffers, float layers) is a fresh mmap, zero-filled page by page and unmapped on free:
     the synth engine then spends ~1.7x the time (``benchmarks/bench_shards.py --n 2000 --malloc``).
     Here arrays up to 16 MiB come from the heap again, and the heap is trimmed above 64 MiB free.
-    Called once per process by each shard task; a no-op (False) where libc has no ``mallopt``."""
+    Called by every Dask task (``run_on_dask``) and by shard tasks in joblib workers; a no-op (False)
+    where libc has no ``mallopt``."""
     global _MALLOC_TUNED
     if _MALLOC_TUNED:
         return True
@@ -233,8 +234,8 @@ def _run_tasks(client, fn: Callable, shared, tasks: list, retries: int, on_done,
         on_client(client)
     shared_f = client.scatter([shared], broadcast=True)[0]  # a list: a dict would be scattered per key
     tag = f"{os.getpid()}-{id(tasks)}-{next(_CALLS)}"
-    futures = [client.submit(fn, shared_f, t, key=f"occbench-task-{i}-{tag}", retries=retries, pure=False)
-               for i, t in enumerate(tasks)]
+    futures = [client.submit(_on_worker, fn, shared_f, t, key=f"occbench-task-{i}-{tag}", retries=retries,
+                             pure=False) for i, t in enumerate(tasks)]
     index = {f.key: i for i, f in enumerate(futures)}
     results: list = [None] * len(tasks)
     for fut in as_completed(futures):
@@ -254,6 +255,12 @@ def _run_tasks(client, fn: Callable, shared, tasks: list, retries: int, on_done,
         if on_done is not None:
             on_done(r)
     return results
+
+
+def _on_worker(fn: Callable, shared, task):
+    """Every Dask task runs through here: the nanny's malloc setting undone in the worker first."""
+    tune_worker_malloc()
+    return fn(shared, task)
 
 
 def _restore_environ(saved: dict) -> None:

@@ -466,7 +466,7 @@ def test_landmarks_and_occluded_sets_on_dask_reproduce(gen_run, tmp_path, monkey
     monkeypatch.setattr(distributed, "run_on_dask", counting)
     res = evaluate(gen_run["protocol"], TinyRecognizer(), data_root=gen_run["data"], out_dir=tmp_path / "tiny",
                    cache_dir=tmp_path / "cache", save_scores=True, progress=False, plots=False, dask="local:2")
-    assert {"_detect_task", "_run_batch_on_dask"} <= set(ran)  # both stages went through Dask
+    assert {"_detect_task", "_run_batch"} <= set(ran)  # both stages went through Dask
     assert res["cache"]["embedding_hits"] == 0
     assert reproducible_view(res) == reproducible_view(json.loads(gen_run["json"].read_text()))
     old = gen_run["json"].parent / "gen-occ.scores"

@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__, paths
+from ..distributed import DaskSession
 from ..errors import OccbenchError
 from ..paths import resolve_under
 from ..face.geometry import FaceLandmarks
@@ -88,10 +90,7 @@ def _detect_batch(method: str, opts: dict, items: list[tuple[str, object]]) -> l
 
 
 def _detect_task(spec: tuple[str, dict], items: list[tuple[str, object]]) -> list[dict]:
-    """Dask task: ``_detect_batch`` with the worker's malloc setting undone first (see distributed)."""
-    from ..distributed import tune_worker_malloc
-
-    tune_worker_malloc()
+    """Dask task (``run_on_dask``'s ``fn(shared, task)``): ``_detect_batch`` of (method, opts)."""
     return _detect_batch(spec[0], spec[1], items)
 
 
@@ -178,19 +177,37 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
     if todo:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(todo), desc="landmarks", unit="img", disable=not progress, leave=False)
-        session = None
-        if dask:
-            from ..distributed import DaskSession
+        from ..face.landmarks import LandmarkResult, landmarks_to_row
 
-            session = DaskSession(dask).start()
-        try:
-            _detect_chunks(task, todo, stamps, method, opts, jobs, session, cached, meshes, cache_file, mesh_file,
-                           bar, tick)
-        finally:
-            bar.close()
-            if session is not None:
-                session.close()
+        bar = tqdm(total=len(todo), desc="landmarks", unit="img", disable=not progress, leave=False)
+        with (DaskSession(dask) if dask else contextlib.nullcontext()) as session:  # one cluster for all chunks
+            for c in range(0, len(todo), CHECKPOINT):  # the cache is saved per chunk: an interrupted run resumes
+                items, rows_new = [], []
+                for k in todo[c:c + CHECKPOINT]:
+                    if k in task.missing:
+                        rows_new.append(landmarks_to_row(k, LandmarkResult(None, "error", task.missing[k])))
+                    else:
+                        try:
+                            items.append((k, task.image_source(k)))
+                        except Exception as e:  # noqa: BLE001
+                            rows_new.append(landmarks_to_row(k, LandmarkResult(None, "error", str(e))))
+                rows_new += _run_detection(method, opts, items, jobs, session)
+                for r in rows_new:
+                    r["stamp"] = stamps[r["key"]]
+                    mesh = r.pop("_mesh", None)
+                    if mesh is None:
+                        meshes.pop(r["key"], None)
+                    else:
+                        meshes[r["key"]] = mesh
+                    cached[r["key"]] = r
+                df = pd.DataFrame(sorted(cached.values(), key=lambda r: r["key"]),
+                                  columns=list(TABLE_COLUMNS) + ["stamp"])
+                atomic_write_table(df, cache_file)
+                write_mesh_table(meshes, mesh_file)
+                bar.update(len(rows_new))
+                if tick is not None:
+                    tick(len(rows_new))
+        bar.close()
     rows = {k: {c: cached[k][c] for c in TABLE_COLUMNS} for k in keys}
     table = run_dir / LANDMARK_TABLE
     text = pd.DataFrame([rows[k] for k in sorted(keys)], columns=list(TABLE_COLUMNS)).to_csv(
@@ -204,44 +221,6 @@ def clean_landmarks(task: Task, keys: list[str], cache_dir: Path, run_dir: Path,
     elif run_mesh.is_file():
         run_mesh.unlink()
     return CleanLandmarks(rows, table, desc, len(todo), time.perf_counter() - t0, stamps, run_meshes)
-
-
-def _detect_chunks(task: Task, todo: list[str], stamps: dict, method: str, opts: dict, jobs: int, session,
-                   cached: dict, meshes: dict, cache_file: Path, mesh_file: Path, bar, tick) -> None:
-    """Detect ``todo`` in chunks of CHECKPOINT keys, updating ``cached`` / ``meshes`` and saving the cache
-    after each chunk (an interrupted run resumes)."""
-    import pandas as pd
-
-    from ..face.landmarks import TABLE_COLUMNS, LandmarkResult, landmarks_to_row
-    from ..face.mesh_table import write_mesh_table
-    from ..io.atomic import atomic_write_table
-
-    for c in range(0, len(todo), CHECKPOINT):
-        items, rows_new = [], []
-        for k in todo[c:c + CHECKPOINT]:
-            if k in task.missing:
-                rows_new.append(landmarks_to_row(k, LandmarkResult(None, "error", task.missing[k])))
-            else:
-                try:
-                    items.append((k, task.image_source(k)))
-                except Exception as e:  # noqa: BLE001
-                    rows_new.append(landmarks_to_row(k, LandmarkResult(None, "error", str(e))))
-        rows_new += _run_detection(method, opts, items, jobs, session)
-        for r in rows_new:
-            r["stamp"] = stamps[r["key"]]
-            mesh = r.pop("_mesh", None)
-            if mesh is None:
-                meshes.pop(r["key"], None)
-            else:
-                meshes[r["key"]] = mesh
-            cached[r["key"]] = r
-        df = pd.DataFrame(sorted(cached.values(), key=lambda r: r["key"]),
-                          columns=list(TABLE_COLUMNS) + ["stamp"])
-        atomic_write_table(df, cache_file)
-        write_mesh_table(meshes, mesh_file)
-        bar.update(len(rows_new))
-        if tick is not None:
-            tick(len(rows_new))
 
 
 def _run_detection(method: str, opts: dict, items: list, jobs: int, session=None) -> list[dict]:

@@ -36,6 +36,7 @@ Errors writing OUTPUT (disk full, read-only, permissions, a folder in the way) s
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -816,7 +817,7 @@ def _workers_lock(out: str | os.PathLike, exclusive: bool) -> int:
 
 
 def _run_batch(spec: dict, batch: list[tuple[str, str]]) -> list[dict]:
-    """joblib task: process a batch of (key, identity) in a worker process (state built once)."""
+    """joblib / Dask task: process a batch of (key, identity) in a worker process (state built once)."""
     lease = _workers_lock(spec["out"], exclusive=False)
     try:
         w = _WORKER_CACHE.get(spec["fingerprint"])
@@ -829,14 +830,6 @@ def _run_batch(spec: dict, batch: list[tuple[str, str]]) -> list[dict]:
             w.idle()
     finally:
         os.close(lease)
-
-
-def _run_batch_on_dask(spec: dict, batch: list[tuple[str, str]]) -> list[dict]:
-    """Dask task: ``_run_batch`` with the worker's malloc setting undone first (see distributed)."""
-    from ..distributed import tune_worker_malloc
-
-    tune_worker_malloc()
-    return _run_batch(spec, batch)
 
 
 def _isolated_main() -> None:
@@ -1253,8 +1246,7 @@ class _Run:
 
         from ..distributed import DaskSession, WorkerDied
 
-        session = DaskSession(self.cfg.dask) if self.cfg.dask else None
-        try:
+        with (DaskSession(self.cfg.dask) if self.cfg.dask else contextlib.nullcontext()) as session:
             while todo:
                 try:
                     self._on_dask(todo, session) if session is not None else self._parallel(todo, jobs)
@@ -1270,9 +1262,6 @@ class _Run:
                                         "memory?); rerun the same command to resume, or use fewer --jobs")
                 self.isolate_suspects(todo, suspects)
                 todo = [(k, i) for k, i in todo if k not in self.handled]
-        finally:
-            if session is not None:
-                session.close()
 
     def _in_process(self, todo, source, landmarker) -> None:
         worker = _Worker(self.spec, source=source, landmarker=landmarker)
@@ -1296,7 +1285,7 @@ class _Run:
         # batches of at most 256 images, at least 64 of them when there are enough: load balance, progress
         size = max(1, min(256, -(-len(todo) // 64)))
         batches = [todo[i:i + size] for i in range(0, len(todo), size)]
-        run_on_dask(session, _run_batch_on_dask, self.spec, batches, on_done=self._log)
+        run_on_dask(session, _run_batch, self.spec, batches, on_done=self._log)
 
     def _parallel(self, todo, jobs: int) -> None:
         from joblib import Parallel, delayed

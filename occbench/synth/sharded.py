@@ -22,6 +22,7 @@ redone without it. Unfinished shards are redone; finished ones are kept.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -217,7 +218,7 @@ def _run_task(spec: dict, task: dict) -> dict:
     """joblib / Dask entry point: the process-level worker cache makes repeated tasks cheap."""
     from ..distributed import tune_worker_malloc
 
-    tune_worker_malloc()  # a Dask nanny's malloc setting costs this engine ~1.7x (see there)
+    tune_worker_malloc()  # for joblib workers too (on Dask run_on_dask does it); see there
     done = render_shard(spec, task)
     return {"name": done["name"], "n_items": done["n_items"]}
 
@@ -242,14 +243,9 @@ def run_synth_sharded(cfg: pl.SynthConfig, fmt: str, shard_size: int, *, dask: s
         session = DaskSession(dask)
         if session.target.kind == "local":
             session.start()  # the cluster starts while this process sets the run up
-    try:
+    # closed here on an error; after a run, the close begun while the run was assembled is waited for
+    with contextlib.closing(session) if session is not None else contextlib.nullcontext():
         summary = _run_sharded(cfg, fmt, shard_size, out, session, progress)
-    except BaseException:
-        if session is not None:
-            session.close(wait=True)
-        raise
-    if session is not None:
-        session.join()  # closed in the background while the run was assembled (see _run_sharded)
     summary.elapsed_s = time.perf_counter() - t0
     return summary
 
