@@ -150,27 +150,28 @@ class Plain:
     def __len__(self):
         return len(self.ds)
 
-    def pixels(self, data: bytes):
+    def outputs(self, data: bytes, i: int) -> tuple:
+        """(RGB pixels, extra item fields...) of item ``i`` from its source bytes."""
         from occbench.io.images import decode_rgb
 
-        return decode_rgb(data)
+        return (decode_rgb(data),)
 
     def __getitem__(self, i):
         import numpy as np
         import torch
 
-        img = self.pixels(self.ds._source.read_bytes(self.ds.keys[i]))
-        return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.ds.labels[i]
+        img, *extra = self.outputs(self.ds._source.read_bytes(self.ds.keys[i]), i)
+        return (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.ds.labels[i], *extra)
 
 
 class RoundTrip(Plain):
     """The dataset floor: decode, re-encode as synth writes it (JPEG, same quality), decode again, the
     round trip that giving exactly synth's pixels needs for a JPEG source, and no occlusion at all."""
 
-    def pixels(self, data: bytes):
+    def outputs(self, data: bytes, i: int) -> tuple:
         from occbench.io.images import decode_rgb, encode
 
-        return decode_rgb(encode(decode_rgb(data), "jpg", jpeg_quality=95))
+        return (decode_rgb(encode(decode_rgb(data), "jpg", jpeg_quality=95)),)
 
 
 class PastedRoundTrip(Plain):
@@ -180,7 +181,7 @@ class PastedRoundTrip(Plain):
 
     _sprite = None
 
-    def __getitem__(self, i):
+    def outputs(self, data: bytes, i: int) -> tuple:
         import numpy as np
         import torch
 
@@ -188,11 +189,8 @@ class PastedRoundTrip(Plain):
 
         if PastedRoundTrip._sprite is None:
             PastedRoundTrip._sprite = floor_sprite()
-        img = decode_rgb(self.ds._source.read_bytes(self.ds.keys[i]))
-        occluded, mask = paste_sprite(img, PastedRoundTrip._sprite, np.random.default_rng(i))
-        img = decode_rgb(encode(occluded, "jpg", jpeg_quality=95))
-        return (torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))), self.ds.labels[i],
-                torch.from_numpy(mask))
+        occluded, mask = paste_sprite(decode_rgb(data), PastedRoundTrip._sprite, np.random.default_rng(i))
+        return decode_rgb(encode(occluded, "jpg", jpeg_quality=95)), torch.from_numpy(mask)
 
 
 def loader_rate(ds, workers: int) -> tuple[float, float]:
