@@ -34,17 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_synth import REALDATA, build_aligned, spread  # noqa: E402
-
-
-def crops(cache: Path, n: int) -> list[bytes]:
-    src = cache / f"n{n}"
-    if not (src / ".complete").exists():
-        lfw = REALDATA / "lfw-guesswho"
-        src.mkdir(parents=True, exist_ok=True)
-        build_aligned(lfw, spread(sorted(p.relative_to(lfw).as_posix() for p in lfw.rglob("*.jpg")), n), src)
-        (src / ".complete").write_text("")
-    return [p.read_bytes() for p in sorted(src.rglob("*.jpg"))]
+from bench_synth import REALDATA, aligned_crops, spread  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -65,7 +55,7 @@ def main(argv=None) -> int:
     cv2.setNumThreads(1)
     if a.wild:
         return wild(a.wild, a.seed)
-    data = crops(a.cache, a.n)
+    data = [p.read_bytes() for p in sorted(aligned_crops(a.cache, a.n).rglob("*.jpg"))]
     images = [cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR) for d in data]
     t = time.perf_counter()
     for d in data:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_synth import REALDATA, build_aligned, spread  # noqa: E402
+from bench_synth import REALDATA, aligned_crops  # noqa: E402
 
 
 def timed(fn):
@@ -261,15 +261,7 @@ def main(argv=None) -> int:
     if not lfw.is_dir():
         print(f"real LFW not found at {lfw}")
         return 1
-    src = a.cache / f"n{a.n}"
-    if not (src / ".complete").exists():
-        shutil.rmtree(src, ignore_errors=True)
-        src.mkdir(parents=True)
-        keys = spread(sorted(p.relative_to(lfw).as_posix() for p in lfw.rglob("*.jpg")), a.n)
-        t = time.perf_counter()
-        build_aligned(lfw, keys, src)
-        (src / ".complete").write_text("")
-        print(f"built aligned crops in {time.perf_counter() - t:.0f} s", flush=True)
+    src = aligned_crops(a.cache, a.n)
     keys = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.jpg"))
     n = len(keys)
     print(f"{n} aligned crops; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
