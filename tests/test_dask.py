@@ -144,7 +144,8 @@ def test_a_failed_batch_closes_its_cluster_before_the_session_goes_on():
     assert dict(os.environ) == before
 
 
-def test_files_format_on_dask_is_byte_identical(tmp_path):
+def test_files_format_on_dask_is_byte_identical(tmp_path, monkeypatch):
+    from occbench import distributed
     from occbench.synth.pipeline import SynthConfig, run_synth
     from synthetic_faces import write_faces
     from run_outputs import output_files
@@ -156,8 +157,6 @@ def test_files_format_on_dask_is_byte_identical(tmp_path):
     def cfg(out, **kw):
         return SynthConfig(src=str(src), out=str(out), occluders=occ, seed=5, clean_ratio=0.2, **kw)
 
-    from occbench import distributed
-
     ran = []
     real = distributed.run_on_dask
 
@@ -166,11 +165,8 @@ def test_files_format_on_dask_is_byte_identical(tmp_path):
         return real(spec, fn, shared, tasks, **kw)
 
     one = run_synth(cfg(tmp_path / "one"), progress=False)
-    distributed.run_on_dask = counting
-    try:
-        two = run_synth(cfg(tmp_path / "dask", dask="local:2"), progress=False)
-    finally:
-        distributed.run_on_dask = real
+    monkeypatch.setattr(distributed, "run_on_dask", counting)
+    two = run_synth(cfg(tmp_path / "dask", dask="local:2"), progress=False)
     assert sum(ran) == 24  # one-image batches here (24 images): every image went through Dask
     assert two.processed == one.processed == 24
     assert output_files(tmp_path / "dask") == output_files(tmp_path / "one")
